@@ -1,0 +1,535 @@
+//! Secure tokens in the Gcore CDN / nginx `secure_link` format: signing, checking, and the
+//! text of the client address that a token is bound to.
+//!
+//! Pure: no I/O and no clock. Callers pass `now`, so every rule here is testable to the second.
+//!
+//! `token = base64url_nopad(MD5("{expires}{path}{ip} {secret}"))`; without an IP the hashed
+//! string is `"{expires}{path} {secret}"`. A signed URL is `{path}?md5={token}&expires={expires}`.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
+
+/// Length of a token on the wire: 16 bytes of MD5 in unpadded base64.
+pub const TOKEN_LEN: usize = 22;
+
+/// A signing secret. Its `Debug` never shows the secret, so a key can sit in any struct that
+/// gets logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(String);
+
+impl Key {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Key(secret.into())
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// Why a request's token was refused. The order of the checks is part of the contract: the
+/// signature is checked before the expiry, so only the key holder can tell 403 from 410.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No token or no expiry parameter in the query.
+    Missing,
+    /// A token or expiry that cannot be a valid one (wrong length, alphabet, padding, number).
+    Malformed,
+    /// Well formed, but no key signs it for this path and address.
+    BadSignature,
+    /// Genuine, but `now >= expires + skew`.
+    Expired,
+}
+
+impl Denial {
+    /// A short reason, safe to return to the client: it names no key and no expected hash.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denial::Missing => "token missing",
+            Denial::Malformed => "token malformed",
+            Denial::BadSignature => "token invalid for this path or address",
+            Denial::Expired => "token expired",
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// The names of the two query parameters. nginx sites often use others (`st`, `e`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamNames {
+    pub token: String,
+    pub expires: String,
+}
+
+impl Default for ParamNames {
+    fn default() -> Self {
+        ParamNames { token: "md5".into(), expires: "expires".into() }
+    }
+}
+
+/// The raw MD5 behind a token.
+pub fn digest(expires: u64, path: &str, ip: Option<&str>, key: &Key) -> [u8; 16] {
+    let mut buf = itoa_buf();
+    let mut md5 = Md5::new();
+    md5.update(format_u64(expires, &mut buf));
+    md5.update(path.as_bytes());
+    if let Some(ip) = ip {
+        md5.update(ip.as_bytes());
+    }
+    md5.update(b" ");
+    md5.update(key.as_bytes());
+    md5.finalize().into()
+}
+
+/// Signs `path` until `expires`, optionally bound to an address text (see [`ip_text`]).
+pub fn sign(expires: u64, path: &str, ip: Option<&str>, key: &Key) -> String {
+    URL_SAFE_NO_PAD.encode(digest(expires, path, ip, key))
+}
+
+/// The token and expiry presented in a query string, decoded but not yet checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presented {
+    pub digest: [u8; 16],
+    pub expires: u64,
+}
+
+/// Finds the token and expiry in a raw query string. Order-independent; other parameters
+/// (`_HLS_msn`, `_HLS_part`, cache busters) are ignored; values are percent-decoded.
+pub fn parse_query(query: &str, names: &ParamNames) -> Result<Presented, Denial> {
+    let mut token = None;
+    let mut expires = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        if name == names.token.as_str() {
+            token = Some(value);
+        } else if name == names.expires.as_str() {
+            expires = Some(value);
+        }
+    }
+    let (Some(token), Some(expires)) = (token, expires) else {
+        return Err(Denial::Missing);
+    };
+    let token = percent_encoding::percent_decode_str(token).decode_utf8().map_err(|_| Denial::Malformed)?;
+    let expires =
+        percent_encoding::percent_decode_str(expires).decode_utf8().map_err(|_| Denial::Malformed)?;
+    Ok(Presented { digest: decode_token(&token)?, expires: parse_expires(&expires)? })
+}
+
+/// Decodes a 22-character base64url token; nginx's `==` padding is tolerated.
+fn decode_token(token: &str) -> Result<[u8; 16], Denial> {
+    let unpadded = match token.len() {
+        TOKEN_LEN => token,
+        24 if token.ends_with("==") => &token[..TOKEN_LEN],
+        _ => return Err(Denial::Malformed),
+    };
+    let mut out = [0u8; 16];
+    // The engine refuses `+`, `/` and non-zero trailing bits, so every token has one spelling.
+    match URL_SAFE_NO_PAD.decode_slice(unpadded, &mut out) {
+        Ok(16) => Ok(out),
+        _ => Err(Denial::Malformed),
+    }
+}
+
+fn parse_expires(text: &str) -> Result<u64, Denial> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Denial::Malformed);
+    }
+    match text.parse::<u64>() {
+        Ok(0) | Err(_) => Err(Denial::Malformed),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// What a token may be valid for: the paths, the address texts and the keys a check accepts.
+/// One policy value, separate from the check that reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Accept<'a> {
+    /// Paths the token may have been signed for: the request path, then its directory.
+    pub paths: &'a [&'a str],
+    /// Address texts the token may be bound to; `None` accepts an IP-less token.
+    pub ips: &'a [Option<&'a str>],
+    /// Every key that verifies (rotation: the first signs, all verify).
+    pub keys: &'a [Key],
+    /// Seconds of clock-skew tolerance after `expires`.
+    pub skew: u64,
+}
+
+/// A token that passed: when it stops opening new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Valid {
+    pub expires: u64,
+}
+
+/// Checks a presented token: signature first (every key × path × address), then the clock.
+/// A token is expired when `now >= expires + skew`; with skew 0 that is Gcore's rule.
+pub fn check(presented: &Presented, accept: &Accept<'_>, now: u64) -> Result<Valid, Denial> {
+    if !signature_matches(presented, accept) {
+        return Err(Denial::BadSignature);
+    }
+    if now >= presented.expires.saturating_add(accept.skew) {
+        return Err(Denial::Expired);
+    }
+    Ok(Valid { expires: presented.expires })
+}
+
+fn signature_matches(presented: &Presented, accept: &Accept<'_>) -> bool {
+    // Each comparison is constant-time, so a forger learns nothing about the expected hash.
+    // Stopping at the first match is safe: which candidate a genuine token matched is no secret,
+    // and a forged one is always compared against every candidate.
+    accept.keys.iter().any(|key| {
+        accept.paths.iter().any(|path| {
+            accept
+                .ips
+                .iter()
+                .any(|ip| bool::from(digest(presented.expires, path, *ip, key).ct_eq(&presented.digest)))
+        })
+    })
+}
+
+/// The paths a request path can be authorised by: itself, and (Gcore's directory tokens) the
+/// directory that directly holds it, with its trailing `/`.
+pub fn covering_paths(path: &str) -> [&str; 2] {
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => path,
+    };
+    [path, dir]
+}
+
+/// The text an address is hashed as: dotted IPv4, RFC 5952 IPv6, and an IPv4-mapped IPv6
+/// address as the IPv4 address it carries.
+pub fn ip_text(ip: IpAddr) -> String {
+    ip.to_canonical().to_string()
+}
+
+/// hlsgate's own extension for mobile carriers: with a prefix shorter than the address, the
+/// hashed text is the network in CIDR form (`203.0.113.0/24`, `2001:db8:1:2::/64`).
+pub fn ip_binding(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if prefix_v4 < 32 => ipnet::Ipv4Net::new(v4, prefix_v4)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| v4.to_string()),
+        IpAddr::V6(v6) if prefix_v6 < 128 => ipnet::Ipv6Net::new(v6, prefix_v6)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| v6.to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// The default rounding step for issued expiries: a quarter of the TTL, at least one second.
+pub fn default_step(ttl: u64) -> u64 {
+    (ttl / 4).max(1)
+}
+
+/// Expiry for a token hlsgate issues: `now + ttl` rounded up to a multiple of `step`, so the
+/// same URI signed twice within one step is byte-identical (players and LL-HLS preload hints
+/// need stable URIs). Always in `[now + ttl, now + ttl + step]`.
+pub fn issue_expiry(now: u64, ttl: u64, step: u64) -> u64 {
+    let step = step.max(1);
+    now.saturating_add(ttl).div_ceil(step).saturating_mul(step)
+}
+
+/// Appends the token parameters to a path or URI that has no query yet, or has one.
+pub fn signed_url(path: &str, token: &str, expires: u64, names: &ParamNames) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{}={token}&{}={expires}", names.token, names.expires)
+}
+
+type ItoaBuf = [u8; 20];
+
+fn itoa_buf() -> ItoaBuf {
+    [0; 20]
+}
+
+/// `u64` to decimal without allocating: this sits on every check.
+fn format_u64(mut n: u64, buf: &mut ItoaBuf) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn key(s: &str) -> Key {
+        Key::new(s)
+    }
+
+    fn presented(url_query: &str) -> Result<Presented, Denial> {
+        parse_query(url_query, &ParamNames::default())
+    }
+
+    fn accept<'a>(
+        paths: &'a [&'a str],
+        ips: &'a [Option<&'a str>],
+        keys: &'a [Key],
+        skew: u64,
+    ) -> Accept<'a> {
+        Accept { paths, ips, keys, skew }
+    }
+
+    #[test]
+    fn nginx_documented_value() {
+        // From nginx's secure_link documentation.
+        assert_eq!(sign(2147483647, "/s/link", Some("127.0.0.1"), &key("secret")), "_e4Nc3iduzkWRm01TBBNYw");
+    }
+
+    #[test]
+    fn format_u64_writes_decimal() {
+        for n in [0u64, 7, 10, 2147483647, u64::MAX] {
+            let mut b = itoa_buf();
+            assert_eq!(format_u64(n, &mut b), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn tokens_are_22_url_safe_chars() {
+        for i in 0..200u64 {
+            let t = sign(1_700_000_000 + i, "/a/b.ts", None, &key("k"));
+            assert_eq!(t.len(), TOKEN_LEN);
+            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{t}");
+        }
+    }
+
+    #[test]
+    fn query_is_order_independent_and_ignores_other_params() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        let a = presented(&format!("md5={t}&expires=2000000000")).unwrap();
+        let b = presented(&format!("_HLS_msn=5&expires=2000000000&x=&_HLS_part=1&md5={t}")).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.expires, 2000000000);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        let enc = t.replace('-', "%2D").replace('_', "%5f");
+        let p = presented(&format!("md5={enc}&expires=%32000000000")).unwrap();
+        assert_eq!(p.expires, 2000000000);
+        assert_eq!(p.digest, digest(2000000000, "/p", None, &key("k")));
+    }
+
+    #[test]
+    fn custom_param_names() {
+        let names = ParamNames { token: "st".into(), expires: "e".into() };
+        let t = sign(2000000000, "/p", None, &key("k"));
+        assert!(parse_query(&format!("st={t}&e=2000000000"), &names).is_ok());
+        assert_eq!(parse_query(&format!("md5={t}&expires=2000000000"), &names), Err(Denial::Missing));
+    }
+
+    #[test]
+    fn missing_parts() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        assert_eq!(presented(""), Err(Denial::Missing));
+        assert_eq!(presented(&format!("md5={t}")), Err(Denial::Missing));
+        assert_eq!(presented("expires=2000000000"), Err(Denial::Missing));
+    }
+
+    #[test]
+    fn padding_is_accepted_other_shapes_are_malformed() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        assert!(presented(&format!("md5={t}==&expires=2000000000")).is_ok());
+        assert!(presented(&format!("md5={t}%3D%3D&expires=2000000000")).is_ok());
+        for bad in [
+            format!("{t}="),
+            format!("{t}==="),
+            t[..21].to_string(),
+            format!("{t}A"),
+            format!("+{}", &t[1..]),
+            format!("/{}", &t[1..]),
+            format!("{}%2B", &t[..21]),
+            String::new(),
+        ] {
+            assert_eq!(presented(&format!("md5={bad}&expires=2000000000")), Err(Denial::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expires_must_be_a_positive_decimal() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        for bad in ["", "0", "-1", "+5", "12a", "1e9", " 5", "99999999999999999999999"] {
+            assert_eq!(presented(&format!("md5={t}&expires={bad}")), Err(Denial::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signature_is_checked_before_expiry() {
+        let k = [key("k")];
+        let p = presented(&format!("md5={}&expires=100", sign(100, "/p", None, &key("other")))).unwrap();
+        assert_eq!(check(&p, &accept(&["/p"], &[None], &k, 0), 1000), Err(Denial::BadSignature));
+        let p = presented(&format!("md5={}&expires=100", sign(100, "/p", None, &k[0]))).unwrap();
+        assert_eq!(check(&p, &accept(&["/p"], &[None], &k, 0), 1000), Err(Denial::Expired));
+    }
+
+    #[test]
+    fn skew_boundaries() {
+        let k = [key("k")];
+        let p = presented(&format!("md5={}&expires=1000", sign(1000, "/p", None, &k[0]))).unwrap();
+        let a0 = accept(&["/p"], &[None], &k, 0);
+        assert_eq!(check(&p, &a0, 999), Ok(Valid { expires: 1000 }));
+        assert_eq!(check(&p, &a0, 1000), Err(Denial::Expired));
+        let a5 = accept(&["/p"], &[None], &k, 5);
+        assert!(check(&p, &a5, 1004).is_ok());
+        assert_eq!(check(&p, &a5, 1005), Err(Denial::Expired));
+    }
+
+    #[test]
+    fn every_listed_key_verifies() {
+        let keys = [key("new"), key("old")];
+        for k in &keys {
+            let p = presented(&format!("md5={}&expires=5000", sign(5000, "/p", None, k))).unwrap();
+            assert!(check(&p, &accept(&["/p"], &[None], &keys, 0), 1).is_ok());
+        }
+        let p = presented(&format!("md5={}&expires=5000", sign(5000, "/p", None, &key("gone")))).unwrap();
+        assert_eq!(check(&p, &accept(&["/p"], &[None], &keys, 0), 1), Err(Denial::BadSignature));
+    }
+
+    #[test]
+    fn ip_binding_is_exact() {
+        let k = [key("k")];
+        let p =
+            presented(&format!("md5={}&expires=5000", sign(5000, "/p", Some("10.0.0.1"), &k[0]))).unwrap();
+        assert!(check(&p, &accept(&["/p"], &[Some("10.0.0.1")], &k, 0), 1).is_ok());
+        assert_eq!(
+            check(&p, &accept(&["/p"], &[Some("10.0.0.2"), None], &k, 0), 1),
+            Err(Denial::BadSignature)
+        );
+        // An IP-less token is only good where an IP-less binding is accepted.
+        let p = presented(&format!("md5={}&expires=5000", sign(5000, "/p", None, &k[0]))).unwrap();
+        assert_eq!(check(&p, &accept(&["/p"], &[Some("10.0.0.1")], &k, 0), 1), Err(Denial::BadSignature));
+    }
+
+    #[test]
+    fn directory_tokens_cover_direct_children_only() {
+        assert_eq!(covering_paths("/videos/video-1/seg.ts"), ["/videos/video-1/seg.ts", "/videos/video-1/"]);
+        let k = [key("secret_key")];
+        let p =
+            presented(&format!("md5={}&expires=5000", sign(5000, "/videos/video-1/", None, &k[0]))).unwrap();
+        let direct = covering_paths("/videos/video-1/seg.ts");
+        assert!(check(&p, &accept(&direct, &[None], &k, 0), 1).is_ok());
+        let below = covering_paths("/videos/video-1/720p/seg.ts");
+        assert_eq!(check(&p, &accept(&below, &[None], &k, 0), 1), Err(Denial::BadSignature));
+        let sibling = covering_paths("/videos/video-10/seg.ts");
+        assert_eq!(check(&p, &accept(&sibling, &[None], &k, 0), 1), Err(Denial::BadSignature));
+    }
+
+    #[test]
+    fn ip_text_forms() {
+        assert_eq!(ip_text("1.2.3.4".parse().unwrap()), "1.2.3.4");
+        assert_eq!(ip_text("::FFFF:1.2.3.4".parse().unwrap()), "1.2.3.4");
+        assert_eq!(ip_text("2001:DB8:0:0:0:0:0:1".parse().unwrap()), "2001:db8::1");
+        assert_eq!(ip_text("2001:db8:0:0:1:0:0:1".parse().unwrap()), "2001:db8::1:0:0:1");
+        assert_eq!(ip_text(IpAddr::V6(Ipv6Addr::LOCALHOST)), "::1");
+    }
+
+    #[test]
+    fn prefix_binding_uses_network_text() {
+        let v4 = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77));
+        assert_eq!(ip_binding(v4, 24, 64), "203.0.113.0/24");
+        assert_eq!(ip_binding(v4, 32, 64), "203.0.113.77");
+        let mapped: IpAddr = "::ffff:203.0.113.77".parse().unwrap();
+        assert_eq!(ip_binding(mapped, 24, 128), "203.0.113.0/24");
+        let v6: IpAddr = "2001:db8:1:2:aa:bb:cc:dd".parse().unwrap();
+        assert_eq!(ip_binding(v6, 32, 64), "2001:db8:1:2::/64");
+        assert_eq!(ip_binding(v6, 32, 128), "2001:db8:1:2:aa:bb:cc:dd");
+    }
+
+    #[test]
+    fn issued_expiry_is_stepped_and_bounded() {
+        assert_eq!(default_step(14400), 3600);
+        assert_eq!(default_step(2), 1);
+        assert_eq!(default_step(0), 1);
+        assert_eq!(issue_expiry(1000, 12, 4), 1012);
+        assert_eq!(issue_expiry(1001, 12, 4), 1016);
+        assert_eq!(issue_expiry(1004, 12, 4), 1016);
+        assert_eq!(issue_expiry(1005, 12, 4), 1020);
+        for now in 1_700_000_000..1_700_000_050u64 {
+            let e = issue_expiry(now, 12, 3);
+            assert!(e >= now + 12 && e <= now + 15, "{now} -> {e}");
+            assert_eq!(e % 3, 0);
+        }
+    }
+
+    #[test]
+    fn signed_url_appends() {
+        let n = ParamNames::default();
+        assert_eq!(signed_url("/a.ts", "T", 5, &n), "/a.ts?md5=T&expires=5");
+        assert_eq!(signed_url("/a.ts?x=1", "T", 5, &n), "/a.ts?x=1&md5=T&expires=5");
+    }
+
+    #[test]
+    fn key_debug_is_redacted() {
+        assert!(!format!("{:?}", key("hunter2")).contains("hunter2"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn path() -> impl Strategy<Value = String> {
+            "(/[A-Za-z0-9._~-]{1,12}){1,4}/?"
+        }
+
+        fn ip() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                Just(None),
+                any::<[u8; 4]>().prop_map(|o| Some(ip_text(IpAddr::from(o)))),
+                any::<[u8; 16]>().prop_map(|o| Some(ip_text(IpAddr::from(o)))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn sign_then_check_round_trips(path in path(), ip in ip(), secret in "[ -~]{1,40}", expires in 1u64..4_000_000_000, ago in 1u64..1000) {
+                let keys = [Key::new(secret)];
+                let token = sign(expires, &path, ip.as_deref(), &keys[0]);
+                let url = signed_url(&path, &token, expires, &ParamNames::default());
+                let query = url.split_once('?').unwrap().1;
+                let p = parse_query(query, &ParamNames::default()).unwrap();
+                let ips = [ip.as_deref()];
+                let a = Accept { paths: &[&path], ips: &ips, keys: &keys, skew: 0 };
+                prop_assert_eq!(check(&p, &a, expires.saturating_sub(ago)), Ok(Valid { expires }));
+            }
+
+            #[test]
+            fn any_single_character_change_is_refused(path in path(), secret in "[a-z0-9]{1,20}", pos in 0usize..TOKEN_LEN, repl in "[A-Za-z0-9_+/=.-]") {
+                let keys = [Key::new(secret)];
+                let token = sign(4_000_000_000, &path, None, &keys[0]);
+                let mut changed = token.clone().into_bytes();
+                prop_assume!(changed[pos] != repl.as_bytes()[0]);
+                changed[pos] = repl.as_bytes()[0];
+                let changed = String::from_utf8(changed).unwrap();
+                let a = Accept { paths: &[&path], ips: &[None], keys: &keys, skew: 0 };
+                let outcome = parse_query(&format!("md5={changed}&expires=4000000000"), &ParamNames::default())
+                    .and_then(|p| check(&p, &a, 1));
+                prop_assert!(matches!(outcome, Err(Denial::Malformed) | Err(Denial::BadSignature)), "{:?}", outcome);
+            }
+        }
+    }
+}
