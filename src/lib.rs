@@ -1,1 +1,32 @@
+//! hlsgate: a gatekeeper for live HLS. It checks the signed link a viewer arrives with, rewrites
+//! each playlist so every URI in it carries a short-lived token bound to that viewer's address,
+//! and checks every fetch against its token.
+//!
+//! Tokens are Gcore CDN Secure Token / nginx `secure_link` compatible:
+//! `base64url_nopad(MD5("{expires}{path}{ip} {secret}"))`.
+//!
+//! The modules, in the order a request meets them:
+//!
+//! * [`server`]: listeners, the accept loop, signals (reload, drain), the admin port. Its
+//!   `gate` submodule is where every request is checked; `viewer` answers it; `error` turns
+//!   every refusal into a response.
+//! * [`client_ip`]: who is asking (socket peer, or trusted proxies' forwarding headers).
+//! * [`request_path`]: which stream and file, or a 400 before any token is looked at.
+//! * [`keys`]: where keys live — the per-stream policy map, swapped whole on reload.
+//! * [`token`]: signing and checking, skew, issued expiries, address text. Pure.
+//! * [`origin`]: where bytes come from (a folder, with a hot-file cache).
+//! * [`playlist`]: where a playlist is rewritten per viewer, and the live simulation of a VOD.
+//! * [`config`]: the TOML schema and its validation; [`metrics`]: Prometheus counters.
+//!
+//! The pure modules (`token`, `client_ip`, `request_path`, `playlist`, `config`, `keys`) know
+//! nothing of `server` or `origin`.
+
+pub mod client_ip;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod origin;
+pub mod playlist;
+pub mod request_path;
+pub mod server;
 pub mod token;

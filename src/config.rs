@@ -1,0 +1,395 @@
+//! The TOML config: schema, defaults, and validation whose errors name the field.
+//!
+//! Loading is all-or-nothing: a file either yields a complete [`Config`] or an error, so a bad
+//! reload can be refused while the running generation stays in force.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::keys::{EntryIp, Generation, StreamPolicy};
+use crate::playlist::SegmentTtl;
+use crate::token::{Key, ParamNames};
+
+/// The file `hlsgate serve` reads when no `--config` is given.
+pub const DEFAULT_PATH: &str = "hlsgate.toml";
+
+/// A validated config. Relative paths are already resolved against the config file's folder.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub streams_dir: PathBuf,
+    pub trusted_proxies: Vec<IpNet>,
+    pub cors_origins: Vec<String>,
+    pub header_read_timeout: Duration,
+    pub streams: BTreeMap<String, StreamPolicy>,
+}
+
+impl Config {
+    /// The part of the config that a reload may change.
+    pub fn generation(&self) -> Generation {
+        Generation {
+            streams: self.streams.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect(),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// A refused config: which field, and what is wrong with it. Never includes a key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), problem: problem.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    parse(&text, base)
+}
+
+/// Parses and validates config text; `base` is the folder relative paths are resolved against.
+pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(toml_error)?;
+    raw.validate(base)
+}
+
+fn toml_error(e: toml::de::Error) -> ConfigError {
+    // toml's message names the key and line; keep it on one line for logs.
+    let message = e.message().to_string();
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field"))
+        .map(str::to_string)
+        .unwrap_or_else(|| "config".to_string());
+    let line = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
+    ConfigError::new(field, format!("{}{line}", message.replace('\n', " ")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_admin_listen")]
+    admin_listen: String,
+    #[serde(default = "default_streams_dir")]
+    streams_dir: PathBuf,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default = "default_cors")]
+    cors_origins: Vec<String>,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout: u64,
+    #[serde(default)]
+    defaults: RawPolicy,
+    #[serde(default)]
+    streams: BTreeMap<String, RawPolicy>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_streams_dir() -> PathBuf {
+    "streams".into()
+}
+fn default_cors() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+/// The fields of `[defaults]` and `[streams.NAME]`: a stream's value wins over the default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    keys: Option<Vec<String>>,
+    segment_ttl: Option<SegmentTtl>,
+    session_ttl: Option<u64>,
+    skew: Option<u64>,
+    entry_ip: Option<EntryIp>,
+    ip_prefix_v4: Option<u8>,
+    ip_prefix_v6: Option<u8>,
+    token_params: Option<Vec<String>>,
+    simulate_live: Option<bool>,
+    live_window: Option<usize>,
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let listen = parse_addr("listen", &self.listen)?;
+        let admin_listen = parse_addr("admin_listen", &self.admin_listen)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(ConfigError::new(
+                "admin_listen",
+                "must differ from listen (metrics never go to viewers)",
+            ));
+        }
+        if self.defaults.keys.is_some() {
+            return Err(ConfigError::new(
+                "defaults.keys",
+                "keys belong to a stream: [streams.NAME] keys = [...]",
+            ));
+        }
+        if self.header_read_timeout == 0 {
+            return Err(ConfigError::new("header_read_timeout", "must be at least 1 second"));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_net(text).map_err(|p| ConfigError::new(format!("trusted_proxies[{i}]"), p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut streams = BTreeMap::new();
+        for (name, raw) in &self.streams {
+            streams.insert(name.clone(), build_policy(name, raw, &self.defaults)?);
+        }
+        Ok(Config {
+            listen,
+            admin_listen,
+            streams_dir: base.join(&self.streams_dir),
+            trusted_proxies,
+            cors_origins: self.cors_origins,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            streams,
+        })
+    }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| ConfigError::new(field, format!("`{text}` is not an IP:port address")))
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("`{text}` is not a CIDR like 10.0.0.0/8 or an address"))
+}
+
+fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<StreamPolicy, ConfigError> {
+    if !is_stream_name(name) {
+        return Err(ConfigError::new(
+            format!("streams.{name}"),
+            "a stream name is letters, digits, '-' and '_' (it is the first URL path segment)",
+        ));
+    }
+    let keys: Vec<Key> = match &raw.keys {
+        None => {
+            return Err(ConfigError::new(format!("streams.{name}.keys"), "missing: list at least one key"))
+        }
+        Some(keys) if keys.is_empty() => {
+            return Err(ConfigError::new(format!("streams.{name}.keys"), "empty: list at least one key"))
+        }
+        Some(keys) => keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                if k.is_empty() {
+                    Err(ConfigError::new(format!("streams.{name}.keys[{i}]"), "a key cannot be empty"))
+                } else {
+                    Ok(Key::new(k.clone()))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let segment_ttl = raw.segment_ttl.or(defaults.segment_ttl).unwrap_or(SegmentTtl::Auto);
+    if segment_ttl == SegmentTtl::Seconds(0) {
+        return Err(ConfigError::new(
+            origin(raw.segment_ttl.is_some(), name, "segment_ttl"),
+            "must be at least 1",
+        ));
+    }
+    let session_ttl = raw.session_ttl.or(defaults.session_ttl).unwrap_or(14400);
+    if session_ttl == 0 {
+        return Err(ConfigError::new(
+            origin(raw.session_ttl.is_some(), name, "session_ttl"),
+            "must be at least 1",
+        ));
+    }
+    let skew = raw.skew.or(defaults.skew).unwrap_or(5);
+    let v4 = raw.ip_prefix_v4.or(defaults.ip_prefix_v4).unwrap_or(32);
+    if !(1..=32).contains(&v4) {
+        return Err(ConfigError::new(
+            origin(raw.ip_prefix_v4.is_some(), name, "ip_prefix_v4"),
+            "must be 1..=32",
+        ));
+    }
+    let v6 = raw.ip_prefix_v6.or(defaults.ip_prefix_v6).unwrap_or(128);
+    if !(1..=128).contains(&v6) {
+        return Err(ConfigError::new(
+            origin(raw.ip_prefix_v6.is_some(), name, "ip_prefix_v6"),
+            "must be 1..=128",
+        ));
+    }
+    let token_params = match raw.token_params.as_ref().or(defaults.token_params.as_ref()) {
+        None => ParamNames::default(),
+        Some(names) => param_names(names)
+            .map_err(|p| ConfigError::new(origin(raw.token_params.is_some(), name, "token_params"), p))?,
+    };
+    let live_window = raw.live_window.or(defaults.live_window).unwrap_or(6);
+    if live_window == 0 {
+        return Err(ConfigError::new(
+            origin(raw.live_window.is_some(), name, "live_window"),
+            "must be at least 1",
+        ));
+    }
+    Ok(StreamPolicy {
+        name: name.to_string(),
+        keys,
+        segment_ttl,
+        session_ttl,
+        skew,
+        entry_ip: raw.entry_ip.or(defaults.entry_ip).unwrap_or(EntryIp::Optional),
+        ip_prefix_v4: v4,
+        ip_prefix_v6: v6,
+        token_params,
+        simulate_live: raw.simulate_live.or(defaults.simulate_live).unwrap_or(false),
+        live_window,
+    })
+}
+
+/// The name of the table a value came from: the stream's own, or `[defaults]`.
+fn origin(from_stream: bool, stream: &str, f: &str) -> String {
+    if from_stream {
+        format!("streams.{stream}.{f}")
+    } else {
+        format!("defaults.{f}")
+    }
+}
+
+fn param_names(names: &[String]) -> Result<ParamNames, String> {
+    let [token, expires] = names else {
+        return Err("must list exactly two names: the token's and the expiry's".into());
+    };
+    let usable =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !usable(token) || !usable(expires) || token == expires {
+        return Err("names must differ and be letters, digits, '-' or '_'".into());
+    }
+    Ok(ParamNames { token: token.clone(), expires: expires.clone() })
+}
+
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The stream names, for logs at start and on reload.
+pub fn stream_names(streams: &HashMap<String, Arc<StreamPolicy>>) -> Vec<&str> {
+    let mut names: Vec<&str> = streams.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, Path::new("/etc/hlsgate")).unwrap()
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(text, Path::new("/etc/hlsgate")).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = parse_ok("[streams.demo]\nkeys = [\"k1\", \"k2\"]\n");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.streams_dir, PathBuf::from("/etc/hlsgate/streams"));
+        assert_eq!(c.cors_origins, vec!["*"]);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        let d = &c.streams["demo"];
+        assert_eq!(d.segment_ttl, SegmentTtl::Auto);
+        assert_eq!((d.session_ttl, d.skew, d.ip_prefix_v4, d.ip_prefix_v6), (14400, 5, 32, 128));
+        assert_eq!(d.entry_ip, EntryIp::Optional);
+        assert_eq!(d.token_params, ParamNames::default());
+        assert_eq!(d.keys, vec![Key::new("k1"), Key::new("k2")]);
+        assert!(!d.simulate_live);
+        assert_eq!(d.live_window, 6);
+    }
+
+    #[test]
+    fn stream_values_override_defaults() {
+        let c = parse_ok(
+            "[defaults]\nskew = 2\nsession_ttl = 60\nentry_ip = \"required\"\n\
+             [streams.a]\nkeys = [\"k\"]\nskew = 0\ntoken_params = [\"st\", \"e\"]\n[streams.b]\nkeys = [\"k\"]\n",
+        );
+        assert_eq!(c.streams["a"].skew, 0);
+        assert_eq!(c.streams["b"].skew, 2);
+        assert_eq!(c.streams["a"].session_ttl, 60);
+        assert_eq!(c.streams["b"].entry_ip, EntryIp::Required);
+        assert_eq!(c.streams["a"].token_params.token, "st");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[streams.demo]\n", "streams.demo.keys"),
+            ("[streams.demo]\nkeys = []\n", "streams.demo.keys"),
+            ("[streams.demo]\nkeys = [\"a\", \"\"]\n", "streams.demo.keys[1]"),
+            ("listen = \"nope\"\n", "listen"),
+            ("admin_listen = \"127.0.0.1:8080\"\n", "admin_listen"),
+            ("trusted_proxies = [\"10.0.0.0/8\", \"bad\"]\n", "trusted_proxies[1]"),
+            ("[defaults]\nkeys = [\"x\"]\n", "defaults.keys"),
+            ("[defaults]\nsession_ttl = 0\n[streams.a]\nkeys = [\"k\"]\n", "defaults.session_ttl"),
+            ("[streams.a]\nkeys = [\"k\"]\nsession_ttl = 0\n", "streams.a.session_ttl"),
+            ("[streams.a]\nkeys = [\"k\"]\nip_prefix_v4 = 33\n", "streams.a.ip_prefix_v4"),
+            ("[streams.a]\nkeys = [\"k\"]\ntoken_params = [\"md5\"]\n", "streams.a.token_params"),
+            ("[streams.\"a/b\"]\nkeys = [\"k\"]\n", "streams.a/b"),
+            ("header_read_timeout = 0\n", "header_read_timeout"),
+            ("[streams.a]\nkeys = [\"k\"]\nbogus = 1\n", "bogus"),
+            ("[streams.a]\nkeys = [\"k\"]\nentry_ip = \"sometimes\"\n", "config"),
+        ];
+        for (text, field) in cases {
+            let e = parse_err(text);
+            assert_eq!(e.field, field, "{text:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_a_key() {
+        let e = parse_err("[streams.a]\nkeys = [\"topsecret\"]\nip_prefix_v4 = 99\n");
+        assert!(!e.to_string().contains("topsecret"));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_bare_addresses() {
+        let c = parse_ok("trusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"::1\"]\n");
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+    }
+}

@@ -1,0 +1,155 @@
+//! Where keys live: the per-stream policy map (keys, TTLs, skew, address binding), built once
+//! per config load and swapped whole on reload, so a request sees one consistent generation.
+//!
+//! Readers clone an `Arc` and drop the lock at once: no guard is ever held across an `.await`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use ipnet::IpNet;
+
+use crate::playlist::SegmentTtl;
+use crate::token::{self, Key, ParamNames};
+
+/// Whether links from the broadcaster's site must be bound to the viewer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryIp {
+    Optional,
+    Required,
+}
+
+/// Everything hlsgate needs to check and issue tokens for one stream.
+#[derive(Debug, Clone)]
+pub struct StreamPolicy {
+    pub name: String,
+    /// The first key signs; every key verifies, so keys rotate without dropping a viewer.
+    pub keys: Vec<Key>,
+    pub segment_ttl: SegmentTtl,
+    pub session_ttl: u64,
+    pub skew: u64,
+    pub entry_ip: EntryIp,
+    pub ip_prefix_v4: u8,
+    pub ip_prefix_v6: u8,
+    pub token_params: ParamNames,
+    /// Serve the stream's VOD playlists as an endless live window (the demo).
+    pub simulate_live: bool,
+    pub live_window: usize,
+}
+
+impl StreamPolicy {
+    /// The key that signs what hlsgate issues.
+    pub fn signing_key(&self) -> &Key {
+        // Config validation guarantees at least one key; the fallback keeps this total anyway.
+        self.keys.first().unwrap_or(&FALLBACK_KEY)
+    }
+
+    /// The address text hlsgate binds the tokens it issues to: the viewer's network under the
+    /// stream's prefix settings.
+    pub fn issue_binding(&self, client: IpAddr) -> String {
+        token::ip_binding(client, self.ip_prefix_v4, self.ip_prefix_v6)
+    }
+
+    /// The address texts a presented token may be bound to: the exact address, the masked
+    /// network, and (only when the stream allows it) no address at all.
+    pub fn accepted_bindings(&self, client: IpAddr) -> Vec<Option<String>> {
+        let exact = token::ip_text(client);
+        let masked = self.issue_binding(client);
+        let mut bindings = vec![Some(exact.clone())];
+        if masked != exact {
+            bindings.push(Some(masked));
+        }
+        if self.entry_ip == EntryIp::Optional {
+            bindings.push(None);
+        }
+        bindings
+    }
+}
+
+static FALLBACK_KEY: std::sync::LazyLock<Key> = std::sync::LazyLock::new(|| Key::new(""));
+
+/// One generation of the settings that a reload may change.
+#[derive(Debug, Default)]
+pub struct Generation {
+    pub streams: HashMap<String, Arc<StreamPolicy>>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The swappable store. Cheap to read on every request; a reload replaces the whole map.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    current: RwLock<Arc<Generation>>,
+}
+
+impl KeyStore {
+    pub fn new(generation: Generation) -> Self {
+        KeyStore { current: RwLock::new(Arc::new(generation)) }
+    }
+
+    /// The generation in force now. Hold the `Arc`, not the lock.
+    pub fn current(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            // A panic while swapping cannot leave a half-written Arc behind, so the value is good.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a new, already validated generation in force.
+    pub fn replace(&self, generation: Generation) {
+        let new = Arc::new(generation);
+        match self.current.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(entry_ip: EntryIp, v4: u8) -> StreamPolicy {
+        StreamPolicy {
+            name: "s".into(),
+            keys: vec![Key::new("a"), Key::new("b")],
+            segment_ttl: SegmentTtl::Auto,
+            session_ttl: 100,
+            skew: 5,
+            entry_ip,
+            ip_prefix_v4: v4,
+            ip_prefix_v6: 128,
+            token_params: ParamNames::default(),
+            simulate_live: false,
+            live_window: 6,
+        }
+    }
+
+    #[test]
+    fn bindings_follow_policy() {
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            policy(EntryIp::Required, 32).accepted_bindings(ip),
+            vec![Some("203.0.113.9".to_string())]
+        );
+        assert_eq!(
+            policy(EntryIp::Optional, 24).accepted_bindings(ip),
+            vec![Some("203.0.113.9".to_string()), Some("203.0.113.0/24".to_string()), None]
+        );
+        assert_eq!(policy(EntryIp::Optional, 24).issue_binding(ip), "203.0.113.0/24");
+    }
+
+    #[test]
+    fn replace_swaps_the_whole_generation() {
+        let store = KeyStore::default();
+        let before = store.current();
+        let mut g = Generation::default();
+        g.streams.insert("s".into(), Arc::new(policy(EntryIp::Optional, 32)));
+        store.replace(g);
+        assert!(before.streams.is_empty(), "a reader keeps the generation it started with");
+        assert!(store.current().streams.contains_key("s"));
+        assert_eq!(store.current().streams["s"].signing_key(), &Key::new("a"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Counters and a latency histogram, written as Prometheus text for the admin port.
+//!
+//! Hand-rolled because the label set is tiny and fixed; the stream label only ever takes a
+//! configured stream's name (or `unknown`), so a scanner cannot grow the series without bound.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Playlist,
+    Media,
+}
+
+/// How a request ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    Forbidden,
+    Expired,
+    NotFound,
+    BadRequest,
+    OriginError,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::Playlist, Kind::Media];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Playlist => "playlist",
+            Kind::Media => "media",
+        }
+    }
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Forbidden,
+        Outcome::Expired,
+        Outcome::NotFound,
+        Outcome::BadRequest,
+        Outcome::OriginError,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Expired => "expired",
+            Outcome::NotFound => "not_found",
+            Outcome::BadRequest => "bad_request",
+            Outcome::OriginError => "origin_error",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Per stream, a counter for every (kind, outcome) pair.
+    requests: DashMap<String, [[AtomicU64; Outcome::ALL.len()]; Kind::ALL.len()]>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record(&self, stream: &str, kind: Kind, outcome: Outcome, elapsed: Duration) {
+        // The common case takes a shared lock and an atomic add, with no allocation.
+        match self.requests.get(stream) {
+            Some(counters) => counters[kind as usize][outcome as usize].fetch_add(1, Ordering::Relaxed),
+            None => self.requests.entry(stream.to_string()).or_default()[kind as usize][outcome as usize]
+                .fetch_add(1, Ordering::Relaxed),
+        };
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&upper| seconds <= upper) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        let counter = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP hlsgate_requests_total Viewer requests by stream, kind and outcome.\n");
+        out.push_str("# TYPE hlsgate_requests_total counter\n");
+        let mut rows = Vec::new();
+        for entry in self.requests.iter() {
+            for kind in Kind::ALL {
+                for outcome in Outcome::ALL {
+                    let n = entry.value()[kind as usize][outcome as usize].load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = format!(
+                            "stream=\"{}\",kind=\"{}\",outcome=\"{}\"",
+                            escape(entry.key()),
+                            kind.label(),
+                            outcome.label()
+                        );
+                        rows.push((labels, n));
+                    }
+                }
+            }
+        }
+        rows.sort();
+        for (labels, n) in rows {
+            let _ = writeln!(out, "hlsgate_requests_total{{{labels}}} {n}");
+        }
+
+        out.push_str("# HELP hlsgate_request_duration_seconds Time from request to response head.\n");
+        out.push_str("# TYPE hlsgate_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (upper, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "hlsgate_request_duration_seconds_bucket{{le=\"{upper}\"}} {cumulative}");
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "hlsgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "hlsgate_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "hlsgate_request_duration_seconds_count {count}");
+
+        out.push_str("# HELP hlsgate_config_reloads_total Config reloads (SIGHUP) by result.\n");
+        out.push_str("# TYPE hlsgate_config_reloads_total counter\n");
+        let _ = writeln!(
+            out,
+            "hlsgate_config_reloads_total{{result=\"ok\"}} {}",
+            self.reloads_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "hlsgate_config_reloads_total{{result=\"error\"}} {}",
+            self.reloads_failed.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.record("demo", Kind::Media, Outcome::Ok, Duration::from_micros(300));
+        m.record("demo", Kind::Media, Outcome::Ok, Duration::from_millis(3));
+        m.record("demo", Kind::Playlist, Outcome::Forbidden, Duration::from_secs(10));
+        m.record_reload(false);
+        let text = m.render();
+        assert!(
+            text.contains("hlsgate_requests_total{stream=\"demo\",kind=\"media\",outcome=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(text
+            .contains("hlsgate_requests_total{stream=\"demo\",kind=\"playlist\",outcome=\"forbidden\"} 1\n"));
+        assert!(text.contains("hlsgate_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("hlsgate_request_duration_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("hlsgate_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("hlsgate_config_reloads_total{result=\"error\"} 1\n"));
+        assert!(text.contains("hlsgate_config_reloads_total{result=\"ok\"} 0\n"));
+    }
+}

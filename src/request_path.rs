@@ -1,0 +1,163 @@
+//! Which stream and which file a request names, or why the path is refused (400) before any
+//! token is looked at.
+//!
+//! The decoded path is what tokens are hashed over (nginx's `$uri` is decoded too), and it is
+//! the only thing the origin ever sees, so every traversal trick must die here.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+
+/// A request path that is safe to hash and to hand to an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPath {
+    decoded: String,
+    stream_end: usize,
+}
+
+impl StreamPath {
+    /// The whole decoded path, starting with `/`: what tokens are signed over.
+    pub fn as_str(&self) -> &str {
+        &self.decoded
+    }
+
+    /// The first segment.
+    pub fn stream(&self) -> &str {
+        self.decoded.get(1..self.stream_end).unwrap_or("")
+    }
+
+    /// The file inside the stream, without a leading `/` (empty for the stream itself).
+    pub fn file(&self) -> &str {
+        self.decoded.get(self.stream_end..).unwrap_or("").trim_start_matches('/')
+    }
+
+    /// The path below the streams folder (`stream/file`): what an origin is asked for.
+    pub fn origin_path(&self) -> &str {
+        self.decoded.trim_start_matches('/')
+    }
+
+    pub fn is_playlist(&self) -> bool {
+        self.decoded.ends_with(".m3u8")
+    }
+}
+
+/// Why a path was refused: a short reason for the client and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadPath {
+    NotAbsolute,
+    EncodedSeparator,
+    NotUtf8,
+    ControlCharacter,
+    Backslash,
+    DotSegment,
+    EmptySegment,
+}
+
+impl fmt::Display for BadPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BadPath::NotAbsolute => "path must start with /",
+            BadPath::EncodedSeparator => "encoded / or \\ in path",
+            BadPath::NotUtf8 => "path is not UTF-8",
+            BadPath::ControlCharacter => "control character in path",
+            BadPath::Backslash => "backslash in path",
+            BadPath::DotSegment => "dot segment in path",
+            BadPath::EmptySegment => "empty segment in path",
+        })
+    }
+}
+
+/// Parses the raw (still percent-encoded) path of a request target.
+pub fn parse(raw: &str) -> Result<StreamPath, BadPath> {
+    if !raw.starts_with('/') {
+        return Err(BadPath::NotAbsolute);
+    }
+    if has_encoded_separator(raw) {
+        return Err(BadPath::EncodedSeparator);
+    }
+    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| BadPath::NotUtf8)?.into_owned();
+    if decoded.chars().any(char::is_control) {
+        return Err(BadPath::ControlCharacter);
+    }
+    if decoded.contains('\\') {
+        return Err(BadPath::Backslash);
+    }
+    check_segments(&decoded)?;
+    let stream_end = decoded.get(1..).and_then(|rest| rest.find('/')).map_or(decoded.len(), |i| i + 1);
+    Ok(StreamPath { decoded, stream_end })
+}
+
+fn has_encoded_separator(raw: &str) -> bool {
+    let lower = raw.to_ascii_lowercase();
+    lower.contains("%2f") || lower.contains("%5c")
+}
+
+/// Every segment is a real name: no `.`, `..`, or `//`. A trailing `/` (a directory) is allowed.
+fn check_segments(decoded: &str) -> Result<(), BadPath> {
+    let inner = decoded.trim_start_matches('/').strip_suffix('/').unwrap_or(decoded.trim_start_matches('/'));
+    if decoded.starts_with("//") {
+        return Err(BadPath::EmptySegment);
+    }
+    for segment in inner.split('/') {
+        match segment {
+            "." | ".." => return Err(BadPath::DotSegment),
+            "" if decoded != "/" => return Err(BadPath::EmptySegment),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_stream_and_file() {
+        let p = parse("/demo/720p/index.m3u8").unwrap();
+        assert_eq!((p.stream(), p.file(), p.as_str()), ("demo", "720p/index.m3u8", "/demo/720p/index.m3u8"));
+        assert!(p.is_playlist());
+        let p = parse("/demo").unwrap();
+        assert_eq!((p.stream(), p.file()), ("demo", ""));
+        let p = parse("/demo/").unwrap();
+        assert_eq!((p.stream(), p.file()), ("demo", ""));
+    }
+
+    #[test]
+    fn decodes_percent_escapes() {
+        let p = parse("/demo/seg%20one.ts").unwrap();
+        assert_eq!(p.as_str(), "/demo/seg one.ts");
+    }
+
+    #[test]
+    fn refuses_traversal_in_every_spelling() {
+        let cases = [
+            ("/demo/../etc/passwd", BadPath::DotSegment),
+            ("/demo/./x.ts", BadPath::DotSegment),
+            ("/demo/%2e%2e/x", BadPath::DotSegment),
+            ("/demo/%2E./x", BadPath::DotSegment),
+            ("/demo/..", BadPath::DotSegment),
+            ("/..", BadPath::DotSegment),
+            ("/demo/a%2fb", BadPath::EncodedSeparator),
+            ("/demo/a%2F..%2Fb", BadPath::EncodedSeparator),
+            ("/demo/a%5cb", BadPath::EncodedSeparator),
+            ("/demo/a\\b", BadPath::Backslash),
+            ("/demo/a%00.ts", BadPath::ControlCharacter),
+            ("/demo/a%0a.ts", BadPath::ControlCharacter),
+            ("/demo//x.ts", BadPath::EmptySegment),
+            ("//etc/passwd", BadPath::EmptySegment),
+            ("/demo/%ff.ts", BadPath::NotUtf8),
+            ("demo/x.ts", BadPath::NotAbsolute),
+            ("*", BadPath::NotAbsolute),
+        ];
+        for (raw, why) in cases {
+            assert_eq!(parse(raw), Err(why), "{raw}");
+        }
+    }
+
+    #[test]
+    fn double_encoding_stays_a_literal_name() {
+        // `%252e%252e` decodes once to the file name "%2e%2e", which is not a dot segment.
+        assert_eq!(parse("/demo/%252e%252e/x").unwrap().file(), "%2e%2e/x");
+    }
+}

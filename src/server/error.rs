@@ -1,0 +1,86 @@
+//! Every way a viewer request can fail, turned into a response in this one place.
+//!
+//! Bodies are one short line. None of them names a key or an expected hash, and a missing file
+//! is only reported after a valid token, so a caller without one learns nothing.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics::Outcome;
+use crate::request_path::BadPath;
+use crate::token::Denial;
+
+#[derive(Debug)]
+pub enum Refusal {
+    BadPath(BadPath),
+    UnknownStream,
+    Token(Denial),
+    NotFound,
+    MethodNotAllowed,
+    /// The range does not overlap the file; carries the file's length for `Content-Range`.
+    RangeNotSatisfiable(u64),
+    /// The origin could not be read; the cause is logged, not shown.
+    Origin,
+    /// The packager's playlist did not parse: never hand out an unsigned one.
+    BadPlaylist,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::UnknownStream | Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Token(Denial::Expired) => StatusCode::GONE,
+            Refusal::Token(_) => StatusCode::FORBIDDEN,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Refusal::Origin | Refusal::BadPlaylist => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::BadPath(_) | Refusal::MethodNotAllowed | Refusal::RangeNotSatisfiable(_) => {
+                Outcome::BadRequest
+            }
+            Refusal::UnknownStream | Refusal::NotFound => Outcome::NotFound,
+            Refusal::Token(Denial::Expired) => Outcome::Expired,
+            Refusal::Token(_) => Outcome::Forbidden,
+            Refusal::Origin | Refusal::BadPlaylist => Outcome::OriginError,
+        }
+    }
+
+    /// The one-line reason, for the body and the log.
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::BadPath(why) => format!("bad path: {why}"),
+            Refusal::UnknownStream => "unknown stream".into(),
+            Refusal::Token(denial) => denial.reason().into(),
+            Refusal::NotFound => "not found".into(),
+            Refusal::MethodNotAllowed => "method not allowed".into(),
+            Refusal::RangeNotSatisfiable(_) => "range not satisfiable".into(),
+            Refusal::Origin => "origin unavailable".into(),
+            Refusal::BadPlaylist => "origin playlist invalid".into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), format!("{}\n", self.reason())).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Refusal::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            }
+            Refusal::RangeNotSatisfiable(len) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,47 @@
+//! The gate: where every viewer request is checked, in this order — path (400), stream (404),
+//! token for this path and this address (403 / 410). Nothing reaches the origin before it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::Uri;
+
+use super::error::Refusal;
+use crate::keys::{Generation, StreamPolicy};
+use crate::request_path::{self, StreamPath};
+use crate::token::{self, Accept};
+
+/// A request that passed: which stream's policy applies and which file it may fetch.
+pub struct Admitted {
+    pub policy: Arc<StreamPolicy>,
+    pub path: StreamPath,
+}
+
+/// Checks one request against the generation of keys in force.
+pub fn admit(uri: &Uri, client: IpAddr, generation: &Generation, now: u64) -> Result<Admitted, Refusal> {
+    let path = request_path::parse(uri.path()).map_err(Refusal::BadPath)?;
+    let policy = generation.streams.get(path.stream()).ok_or(Refusal::UnknownStream)?;
+    check_token(policy, &path, uri.query().unwrap_or(""), client, now)?;
+    Ok(Admitted { policy: Arc::clone(policy), path })
+}
+
+/// A token signed by any of the stream's keys, for this path or its directory, bound to this
+/// client (exactly, or by network under the stream's prefixes, or not at all where allowed).
+fn check_token(
+    policy: &StreamPolicy,
+    path: &StreamPath,
+    query: &str,
+    client: IpAddr,
+    now: u64,
+) -> Result<(), Refusal> {
+    let presented = token::parse_query(query, &policy.token_params).map_err(Refusal::Token)?;
+    let bindings = policy.accepted_bindings(client);
+    let ips: Vec<Option<&str>> = bindings.iter().map(Option::as_deref).collect();
+    let accept = Accept {
+        paths: &token::covering_paths(path.as_str()),
+        ips: &ips,
+        keys: &policy.keys,
+        skew: policy.skew,
+    };
+    token::check(&presented, &accept, now).map(|_| ()).map_err(Refusal::Token)
+}

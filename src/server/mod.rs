@@ -1,0 +1,241 @@
+//! `hlsgate serve`: binds the viewer and admin listeners, runs the accept loops, reloads the
+//! config on SIGHUP and drains on SIGTERM / Ctrl-C.
+//!
+//! The accept loop is our own rather than `axum::serve` for two reasons a live edge cannot do
+//! without: TCP_NODELAY on every socket (small playlist responses otherwise wait on Nagle) and
+//! a header read timeout (a stock server keeps a slowloris connection open forever).
+
+mod admin;
+mod error;
+mod gate;
+mod media;
+mod shutdown;
+mod viewer;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Method};
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tower::ServiceExt as _;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::{self, Config};
+use crate::keys::{EntryIp, KeyStore};
+use crate::metrics::Metrics;
+use crate::origin::DirOrigin;
+use crate::token;
+use shutdown::{Shutdown, Trigger};
+
+/// How long open connections may take to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The player page, for people: hls.js from its CDN, the signed URL from `?src=`.
+const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
+
+/// What every request handler shares.
+pub struct App {
+    pub keys: KeyStore,
+    pub origin: DirOrigin,
+    pub metrics: Metrics,
+    pub draining: AtomicBool,
+}
+
+/// Runs until SIGTERM or Ctrl-C, then drains. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
+    let viewers = bind(config.listen, "listen").await?;
+    let admin = bind(config.admin_listen, "admin_listen").await?;
+    let viewer_addr = viewers.local_addr()?;
+    let app = Arc::new(App {
+        keys: KeyStore::new(config.generation()),
+        origin: DirOrigin::new(&config.streams_dir),
+        metrics: Metrics::default(),
+        draining: AtomicBool::new(false),
+    });
+    // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
+    tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, "hlsgate ready");
+    announce_links(&config, viewer_addr);
+
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(handle_signals(Arc::clone(&app), config_path, trigger));
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let viewer_router = viewer_router(Arc::clone(&app), &config.cors_origins);
+    let admin_router = admin::router(Arc::clone(&app));
+    tokio::join!(
+        accept_loop(viewers, viewer_router, &http, &graceful, shutdown.clone()),
+        accept_loop(admin, admin_router, &http, &graceful, shutdown),
+    );
+
+    tracing::info!("shutting down: no new connections; draining open ones");
+    match tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained; bye"),
+        Err(_) => tracing::warn!(
+            deadline_s = DRAIN_DEADLINE.as_secs(),
+            "drain deadline passed; closing what is left"
+        ),
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("{field}: cannot bind {addr}: {e}")))
+}
+
+fn viewer_router(app: Arc<App>, cors_origins: &[String]) -> Router {
+    Router::new()
+        .route("/player.html", get(|| async { Html(PLAYER_PAGE) }))
+        .fallback(viewer::handle)
+        .layer(cors(cors_origins))
+        .with_state(app)
+}
+
+/// CORS on every response, refusals included: a browser player cannot read a 403 or 410 (and
+/// so cannot tell the viewer why) without it.
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers([header::RANGE, header::IF_MODIFIED_SINCE, header::IF_NONE_MATCH])
+        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE, header::ACCEPT_RANGES])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, mostly: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.recv() => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle_signals(app: Arc<App>, config_path: PathBuf, trigger: Trigger) {
+    let (Ok(mut hangup), Ok(mut terminate)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("cannot install signal handlers; stopping");
+        trigger.fire();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&app, &config_path),
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    app.draining.store(true, Ordering::Relaxed);
+    trigger.fire();
+}
+
+/// Re-reads the config. A config that fails validation changes nothing: the keys in force stay.
+fn reload(app: &App, config_path: &Path) {
+    match config::load(config_path) {
+        Ok(config) => {
+            let generation = config.generation();
+            let streams = config::stream_names(&generation.streams).join(",");
+            app.keys.replace(generation);
+            app.metrics.record_reload(true);
+            tracing::info!(streams = %streams, "config reloaded; new keys and policies in force (listen addresses, streams_dir and CORS need a restart)");
+        }
+        Err(e) => {
+            app.metrics.record_reload(false);
+            tracing::error!(error = %e, "config reload refused; the previous config stays in force");
+        }
+    }
+}
+
+/// Logs a ready-to-play link per stream for this machine, so the quick start is copy-paste.
+fn announce_links(config: &Config, viewer_addr: SocketAddr) {
+    let host = match viewer_addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::new([127, 0, 0, 1].into(), viewer_addr.port())
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), viewer_addr.port())
+        }
+        _ => viewer_addr,
+    };
+    let expires = token::issue_expiry(crate::server::viewer::unix_now(), 3600, 60);
+    for (name, policy) in &config.streams {
+        let Some(master) = entry_playlist(&config.streams_dir.join(name)) else {
+            tracing::warn!(stream = %name, dir = %config.streams_dir.join(name).display(), "no playlist found yet");
+            continue;
+        };
+        let path = format!("/{name}/{master}");
+        // IP-less where the stream allows it, so any local player works; else bound to loopback.
+        let ip = (policy.entry_ip == EntryIp::Required).then(|| token::ip_text(host.ip()));
+        let signature = token::sign(expires, &path, ip.as_deref(), policy.signing_key());
+        let url =
+            format!("http://{host}{}", token::signed_url(&path, &signature, expires, &policy.token_params));
+        let player = format!(
+            "http://{host}/player.html?src={}",
+            percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)
+        );
+        tracing::info!(stream = %name, url = %url, player = %player, "signed link for this machine, valid 1 h");
+    }
+}
+
+/// The playlist a viewer starts from: `master.m3u8`, else `index.m3u8`, else the first one.
+fn entry_playlist(dir: &Path) -> Option<String> {
+    for preferred in ["master.m3u8", "index.m3u8"] {
+        if dir.join(preferred).is_file() {
+            return Some(preferred.to_string());
+        }
+    }
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".m3u8"))
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}

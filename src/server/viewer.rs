@@ -1,0 +1,221 @@
+//! The viewer port's handler: accept → who is asking → the gate → the origin → rewrite if it
+//! is a playlist → answer. Also logs and counts each request once, whatever its outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::error::Refusal;
+use super::gate::{self, Admitted};
+use super::media::{self, RangeAsk};
+use super::App;
+use crate::client_ip::client_ip;
+use crate::metrics::{Kind, Outcome};
+use crate::origin::{self, Fetched, OriginError};
+use crate::playlist::{self, Issue, Location};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    // Only the head matters (GET and HEAD have no body), and unlike the body it is `Sync`.
+    let (req, _body) = req.into_parts();
+    let generation = app.keys.current();
+    let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
+    let kind = if req.uri.path().ends_with(".m3u8") { Kind::Playlist } else { Kind::Media };
+    let stream = stream_label(req.uri.path(), |s| generation.streams.contains_key(s));
+
+    let result = match gate::admit(&req.uri, client, &generation, unix_now()) {
+        Ok(admitted) => answer(&app, admitted, client, &req).await,
+        Err(refusal) => Err(refusal),
+    };
+    match result {
+        Ok(response) => {
+            app.metrics.record(stream, kind, Outcome::Ok, started.elapsed());
+            response
+        }
+        Err(refusal) => {
+            app.metrics.record(stream, kind, refusal.outcome(), started.elapsed());
+            tracing::info!(client = %client, path = %req.uri.path(), status = refusal.status().as_u16(), reason = %refusal.reason(), "refused");
+            refusal.into_response()
+        }
+    }
+}
+
+/// The `stream` metric label: a configured stream's name, else `unknown` (bounded cardinality).
+fn stream_label(raw_path: &str, known: impl Fn(&str) -> bool) -> &str {
+    let first = raw_path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if known(first) {
+        first
+    } else {
+        "unknown"
+    }
+}
+
+async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> Result<Response, Refusal> {
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let fetched =
+        app.origin.fetch(admitted.path.origin_path()).await.map_err(|e| origin_refusal(e, &admitted))?;
+    let response = if admitted.path.is_playlist() {
+        playlist_response(&admitted, fetched, client, &req.headers)?
+    } else {
+        media_response(&admitted, fetched, req.headers.get(header::RANGE))?
+    };
+    Ok(strip_body_for_head(&req.method, response))
+}
+
+fn origin_refusal(e: OriginError, admitted: &Admitted) -> Refusal {
+    match e {
+        OriginError::NotFound => Refusal::NotFound,
+        OriginError::Io(e) => {
+            tracing::error!(path = %admitted.path.as_str(), error = %e, "origin read failed");
+            Refusal::Origin
+        }
+    }
+}
+
+/// Rewrites the packager's playlist for this viewer: every URI signed for their address.
+fn playlist_response(
+    admitted: &Admitted,
+    fetched: Fetched,
+    client: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    let origin::Body::Whole(source) = fetched.body else {
+        tracing::error!(path = %admitted.path.as_str(), "playlist larger than the whole-file limit");
+        return Err(Refusal::BadPlaylist);
+    };
+    let policy = &admitted.policy;
+    let now_ms = unix_now_ms();
+    let looped;
+    let source: &[u8] = if policy.simulate_live && is_vod(&source) {
+        looped = playlist::simulate_live(&source, policy.live_window, now_ms)
+            .map_err(|e| bad_playlist(admitted, e))?;
+        looped.as_bytes()
+    } else {
+        &source
+    };
+    let binding = policy.issue_binding(client);
+    let issue = Issue {
+        key: policy.signing_key(),
+        ip: Some(&binding),
+        names: &policy.token_params,
+        now: now_ms / 1000,
+        session_ttl: policy.session_ttl,
+        segment_ttl: policy.segment_ttl,
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let at = Location { path: admitted.path.as_str(), host };
+    let text = playlist::rewrite(source, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+fn bad_playlist(admitted: &Admitted, e: playlist::PlaylistError) -> Refusal {
+    tracing::error!(path = %admitted.path.as_str(), error = %e, "origin playlist does not parse; not serving it");
+    Refusal::BadPlaylist
+}
+
+/// A finished (ENDLIST) media playlist: the only kind live simulation can loop.
+fn is_vod(source: &[u8]) -> bool {
+    source.windows(b"#EXT-X-ENDLIST".len()).any(|w| w == b"#EXT-X-ENDLIST")
+}
+
+fn media_response(
+    admitted: &Admitted,
+    fetched: Fetched,
+    range: Option<&HeaderValue>,
+) -> Result<Response, Refusal> {
+    let len = fetched.len;
+    let (status, start, end) = match media::range(range, len) {
+        RangeAsk::Whole => (StatusCode::OK, 0, len),
+        RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        RangeAsk::Unsatisfiable => return Err(Refusal::RangeNotSatisfiable(len)),
+    };
+    let body = match fetched.body {
+        origin::Body::Whole(bytes) => Body::from(slice(bytes, start, end)),
+        origin::Body::Stream(stream) => Body::new(stream.body(start, end)),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::content_type(admitted.path.file())));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end.saturating_sub(1))) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    if let Some(modified) = fetched.modified {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    Ok(response)
+}
+
+fn slice(bytes: Bytes, start: u64, end: u64) -> Bytes {
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
+    let end = usize::try_from(end).unwrap_or(usize::MAX).clamp(start, bytes.len());
+    bytes.slice(start..end)
+}
+
+/// HEAD gets GET's headers (Content-Length included) and no body.
+fn strip_body_for_head(method: &Method, response: Response) -> Response {
+    if method != Method::HEAD {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Body::empty())
+}
+
+pub fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_label_is_bounded_to_known_streams() {
+        let known = |s: &str| s == "demo";
+        assert_eq!(stream_label("/demo/a.ts", known), "demo");
+        assert_eq!(stream_label("/random-1234/a.ts", known), "unknown");
+        assert_eq!(stream_label("/", known), "unknown");
+    }
+
+    #[test]
+    fn slice_is_total() {
+        let b = Bytes::from_static(b"0123456789");
+        assert_eq!(slice(b.clone(), 2, 5), "234");
+        assert_eq!(slice(b.clone(), 8, 50), "89");
+        assert_eq!(slice(b, 50, 60), "");
+    }
+}
