@@ -1,1 +1,2 @@
+pub mod playlist;
 pub mod token;
