@@ -164,7 +164,13 @@ fn write_window(media: &MediaPlaylist, segments: &[Segment], sequences: std::ops
         if let Some((length, offset)) = segment.byte_range {
             let _ = writeln!(out, "#EXT-X-BYTERANGE:{length}@{offset}");
         }
-        let _ = writeln!(out, "#EXTINF:{}.{:03},\n{}", segment.duration_ms / 1000, segment.duration_ms % 1000, segment.uri);
+        let _ = writeln!(
+            out,
+            "#EXTINF:{}.{:03},\n{}",
+            segment.duration_ms / 1000,
+            segment.duration_ms % 1000,
+            segment.uri
+        );
         previous = Some(segment);
     }
     out
@@ -195,4 +201,168 @@ fn write_state_changes(out: &mut String, previous: Option<&Segment>, segment: &S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::playlist::{rewrite, Issue, Location, SegmentTtl};
+    use crate::token::{Key, ParamNames};
+
+    /// Three segments, 16 s a loop.
+    const VOD: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+                       #EXTINF:6.000,\na.ts\n#EXTINF:6,\nb.ts\n#EXTINF:4.0,\nc.ts\n#EXT-X-ENDLIST\n";
+    const LOOP_MS: u64 = 16_000;
+    const URIS: [&str; 3] = ["a.ts", "b.ts", "c.ts"];
+    /// Some instant well after the epoch, at a loop start.
+    const T0: u64 = 1_700_000_000_000 / LOOP_MS * LOOP_MS;
+
+    /// What a player reads from a live playlist.
+    #[derive(Debug, PartialEq)]
+    struct Window {
+        media_sequence: u64,
+        discontinuity_sequence: u64,
+        /// Sequence, discontinuity number and URI of each segment.
+        segments: Vec<(u64, u64, String)>,
+    }
+
+    fn read(text: &str) -> Window {
+        let number =
+            |tag: &str| -> u64 { text.lines().find_map(|l| l.strip_prefix(tag)).unwrap().parse().unwrap() };
+        let media_sequence = number("#EXT-X-MEDIA-SEQUENCE:");
+        let discontinuity_sequence = number("#EXT-X-DISCONTINUITY-SEQUENCE:");
+        let (mut sequence, mut discontinuity) = (media_sequence, discontinuity_sequence);
+        let mut segments = Vec::new();
+        for line in text.lines() {
+            if line == "#EXT-X-DISCONTINUITY" {
+                discontinuity += 1;
+            } else if !line.starts_with('#') {
+                segments.push((sequence, discontinuity, line.to_owned()));
+                sequence += 1;
+            }
+        }
+        Window { media_sequence, discontinuity_sequence, segments }
+    }
+
+    fn live(now_ms: u64) -> String {
+        simulate_live(VOD.as_bytes(), 4, now_ms).unwrap()
+    }
+
+    #[test]
+    fn window_ends_before_the_segment_being_recorded() {
+        // 7 s into loop L: segment b (index 1) is being recorded, a is the newest published.
+        let loops = T0 / LOOP_MS;
+        let w = read(&live(T0 + 7_000));
+        assert_eq!(w.segments.len(), 4);
+        assert_eq!(w.segments.last().unwrap().0, loops * 3);
+        assert_eq!(w.media_sequence, loops * 3 - 3);
+        let uris: Vec<_> = w.segments.iter().map(|s| s.2.as_str()).collect();
+        assert_eq!(uris, ["a.ts", "b.ts", "c.ts", "a.ts"]);
+    }
+
+    #[test]
+    fn output_is_exact() {
+        // The window starts at a loop start, so its first segment carries the DISCONTINUITY
+        // that the sequence number does not count yet.
+        let loops = T0 / LOOP_MS;
+        let first = loops * 3 - 3;
+        let expected = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:{}\n#EXT-X-DISCONTINUITY\n#EXTINF:6.000,\na.ts\n#EXTINF:6.000,\nb.ts\n\
+             #EXTINF:4.000,\nc.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:6.000,\na.ts\n",
+            loops - 2
+        );
+        assert_eq!(live(T0 + 7_000), expected);
+    }
+
+    #[test]
+    fn media_sequence_advances_with_the_clock() {
+        let at = |ms| read(&live(T0 + ms)).media_sequence;
+        assert_eq!(at(5_999), at(0));
+        assert_eq!(at(6_000), at(0) + 1);
+        assert_eq!(at(12_000), at(0) + 2);
+        assert_eq!(at(LOOP_MS), at(0) + 3);
+    }
+
+    #[test]
+    fn refreshes_agree_on_every_segment_through_two_loops() {
+        let mut previous: Option<Window> = None;
+        for step in 0..=(2 * LOOP_MS / 250) {
+            let now = T0 + step * 250;
+            let text = live(now);
+            assert_eq!(text, live(now), "pure");
+            let w = read(&text);
+            assert_eq!(w.segments.len(), 4);
+            for (sequence, _, uri) in &w.segments {
+                assert_eq!(uri, URIS[(*sequence % 3) as usize]);
+            }
+            // A DISCONTINUITY stands exactly before each loop start.
+            let tags = text.lines().filter(|l| *l == "#EXT-X-DISCONTINUITY").count();
+            assert_eq!(tags, w.segments.iter().filter(|s| s.0 % 3 == 0).count());
+            if let Some(p) = &previous {
+                assert!(w.media_sequence >= p.media_sequence);
+                assert!(w.media_sequence <= p.media_sequence + 1);
+                // A segment in both windows has the same discontinuity number in both.
+                for s in &w.segments {
+                    if let Some(old) = p.segments.iter().find(|o| o.0 == s.0) {
+                        assert_eq!(old, s, "at {now}");
+                    }
+                }
+            }
+            previous = Some(w);
+        }
+    }
+
+    #[test]
+    fn output_parses_and_can_be_signed() {
+        let text = live(T0 + 7_000);
+        let Ok(Playlist::MediaPlaylist(media)) = m3u8_rs::parse_playlist_res(text.as_bytes()) else {
+            panic!("unparsable: {text}");
+        };
+        assert_eq!(media.segments.len(), 4);
+        assert!(!media.end_list && media.playlist_type.is_none());
+        assert!(media.segments[3].discontinuity);
+        let (key, names) = (Key::new("k"), ParamNames::default());
+        let issue = Issue {
+            key: &key,
+            ip: None,
+            names: &names,
+            now: T0 / 1000,
+            session_ttl: 3600,
+            segment_ttl: SegmentTtl::Auto,
+        };
+        let signed =
+            rewrite(text.as_bytes(), &Location { path: "/demo/live.m3u8", host: None }, &issue).unwrap();
+        assert_eq!(signed.matches("?md5=").count(), 4);
+    }
+
+    #[test]
+    fn window_is_at_least_one() {
+        assert_eq!(read(&simulate_live(VOD.as_bytes(), 0, T0).unwrap()).segments.len(), 1);
+    }
+
+    #[test]
+    fn fmp4_map_keys_and_byte_ranges_carry_over() {
+        let vod = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n\
+                   #EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"700@0\"\n\
+                   #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://k\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\n\
+                   #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,AA\",KEYFORMAT=\"urn:uuid:x\"\n\
+                   #EXTINF:4.000,\n#EXT-X-BYTERANGE:1000@700\nmain.mp4\n\
+                   #EXTINF:4.000,\n#EXT-X-BYTERANGE:1200\nmain.mp4\n#EXT-X-ENDLIST\n";
+        let loop_start = 1_600_000_000_000 / 8_000 * 8_000;
+        let text = simulate_live(vod.as_bytes(), 3, loop_start + 1_000).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "#EXT-X-VERSION:7");
+        assert_eq!(lines[5], "#EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"700@0\"");
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 1);
+        assert_eq!(text.matches("#EXT-X-KEY").count(), 2, "keys unchanged across the window: {text}");
+        assert!(text.contains("#EXT-X-BYTERANGE:1200@1700\n"));
+        assert!(text.contains("#EXT-X-BYTERANGE:1000@700\n"));
+    }
+
+    #[test]
+    fn master_and_empty_playlists_are_refused() {
+        let master = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8\n";
+        assert_eq!(simulate_live(master, 6, T0), Err(PlaylistError::NotMedia));
+        let empty = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n";
+        assert_eq!(simulate_live(empty, 6, T0), Err(PlaylistError::NoSegments));
+        let silent = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:0,\na.ts\n";
+        assert_eq!(simulate_live(silent, 6, T0), Err(PlaylistError::NoSegments));
+        assert!(matches!(simulate_live(b"nope", 6, T0), Err(PlaylistError::Unparsable(_))));
+    }
 }

@@ -105,7 +105,10 @@ pub enum PlaylistError {
     /// Not an HLS playlist, or one the parser gave up on part way.
     Unparsable(String),
     /// A URI-carrying tag whose attribute list cannot be read, so its URI cannot be signed.
-    BadAttributes { line: usize, reason: AttrError },
+    BadAttributes {
+        line: usize,
+        reason: AttrError,
+    },
     /// `simulate_live` was given a master playlist.
     NotMedia,
     /// `simulate_live` was given a playlist without segments, or whose segments last 0 s.
@@ -192,8 +195,14 @@ fn is_vod(media: &MediaPlaylist) -> bool {
 /// URIs it already has, so a token there would only break the match.
 fn uri_attribute_of(tag: &str) -> Option<&'static str> {
     match tag {
-        "#EXT-X-KEY" | "#EXT-X-MAP" | "#EXT-X-MEDIA" | "#EXT-X-I-FRAME-STREAM-INF" | "#EXT-X-SESSION-KEY"
-        | "#EXT-X-SESSION-DATA" | "#EXT-X-PART" | "#EXT-X-PRELOAD-HINT" => Some("URI"),
+        "#EXT-X-KEY"
+        | "#EXT-X-MAP"
+        | "#EXT-X-MEDIA"
+        | "#EXT-X-I-FRAME-STREAM-INF"
+        | "#EXT-X-SESSION-KEY"
+        | "#EXT-X-SESSION-DATA"
+        | "#EXT-X-PART"
+        | "#EXT-X-PRELOAD-HINT" => Some("URI"),
         "#EXT-X-CONTENT-STEERING" => Some("SERVER-URI"),
         _ => None,
     }
@@ -232,7 +241,8 @@ fn rewrite_tag_line(line: &str, signer: &Signer, out: &mut String) -> Result<(),
     out.push(':');
     let mut copied = 0;
     for attribute in attributes.into_iter().filter(|a| a.name == wanted) {
-        let (Some(before), Some(value)) = (list.get(copied..attribute.span.start), list.get(attribute.span.clone()))
+        let (Some(before), Some(value)) =
+            (list.get(copied..attribute.span.start), list.get(attribute.span.clone()))
         else {
             continue;
         };
@@ -318,8 +328,11 @@ impl<'a> Signer<'a> {
             .flat_map(|query| query.split('&'))
             .filter(|pair| !is_token_param(pair, names))
             .collect();
-        let unsigned =
-            if kept.is_empty() { reference.head.to_owned() } else { format!("{}?{}", reference.head, kept.join("&")) };
+        let unsigned = if kept.is_empty() {
+            reference.head.to_owned()
+        } else {
+            format!("{}?{}", reference.head, kept.join("&"))
+        };
         let mut signed = token::signed_url(&unsigned, token, self.expires, names);
         if let Some(fragment) = reference.fragment {
             signed.push('#');
@@ -435,7 +448,6 @@ fn remove_dot_segments(path: &str) -> String {
     format!("/{}", kept.join("/"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,7 +508,7 @@ mod tests {
             let (before, after) = rest.split_at(at);
             let sep_ok = before.ends_with('?') || before.ends_with('&');
             let tail = &after[4..];
-            let expires_tail = tail.get(TOKEN_LEN_PLUS..).and_then(|t| t.strip_prefix("&expires="));
+            let expires_tail = tail.get(token::TOKEN_LEN..).and_then(|t| t.strip_prefix("&expires="));
             match (sep_ok, expires_tail) {
                 (true, Some(digits)) => {
                     out.push_str(&before[..before.len() - 1]);
@@ -511,7 +523,6 @@ mod tests {
         out.push_str(rest);
         out
     }
-    const TOKEN_LEN_PLUS: usize = token::TOKEN_LEN;
 
     /// Every URI in the text that carries a token, in order.
     fn signed_uris(text: &str) -> Vec<String> {
@@ -675,6 +686,10 @@ fileSequence267.mp4
         assert!(!media.end_list);
         // LL-HLS tags come through as unknown tags of the segment that follows them.
         assert!(media.segments[1].unknown_tags.iter().any(|t| t.tag == "X-PART"));
+        // A quirk: a tag on a last line without newline is taken for a segment URI. Harmless
+        // here, since the rewrite reads lines itself and only asks m3u8-rs master/media/live.
+        assert_eq!(media.segments.len(), 3);
+        assert!(media.segments[2].uri.starts_with("#EXT-X-RENDITION-REPORT"));
     }
 
     #[test]
@@ -701,7 +716,9 @@ fileSequence267.mp4
         let expected: Vec<(&str, Class)> = expected.iter().map(|(p, c)| (p.as_str(), *c)).collect();
         assert_tokens(&out, &expected, NOW);
         assert!(out.contains(r#"#EXT-X-RENDITION-REPORT:URI="../1M/waitForMe.php",LAST-MSN=273,LAST-PART=2"#));
-        assert!(out.ends_with(r#"#EXT-X-RENDITION-REPORT:URI="../4M/waitForMe.php",LAST-MSN=273,LAST-PART=1"#));
+        assert!(
+            out.ends_with(r#"#EXT-X-RENDITION-REPORT:URI="../4M/waitForMe.php",LAST-MSN=273,LAST-PART=1"#)
+        );
     }
 
     const CRLF: &str = "#EXTM3U\r\n#EXT-X-TARGETDURATION:10\r\n#EXT-X-PLAYLIST-TYPE:EVENT\r\n\r\n\
@@ -779,7 +796,10 @@ fileSequence267.mp4
             assert_eq!(rewrite_uri(untouched, &at), untouched);
         }
         let nowhere = Location { path: "/demo/index.m3u8", host: None };
-        assert_eq!(rewrite_uri("https://example.com:8080/demo/s.ts", &nowhere), "https://example.com:8080/demo/s.ts");
+        assert_eq!(
+            rewrite_uri("https://example.com:8080/demo/s.ts", &nowhere),
+            "https://example.com:8080/demo/s.ts"
+        );
     }
 
     #[test]
@@ -802,7 +822,12 @@ fileSequence267.mp4
         let line = out.lines().nth(3).unwrap();
         assert!(line.starts_with("s.ts?x=1&st="), "{line}");
         let presented = token::parse_query(line.split_once('?').unwrap().1, &names).unwrap();
-        let accept = Accept { paths: &["/demo/s.ts"], ips: &[Some(VIEWER)], keys: &[key.clone()], skew: 0 };
+        let accept = Accept {
+            paths: &["/demo/s.ts"],
+            ips: &[Some(VIEWER)],
+            keys: std::slice::from_ref(&key),
+            skew: 0,
+        };
         assert!(token::check(&presented, &accept, NOW).is_ok());
     }
 
@@ -836,7 +861,12 @@ fileSequence267.mp4
         let out = rewrite(VOD.as_bytes(), &here("/demo/720p/main.m3u8"), &issue).unwrap();
         let uri = signed_uris(&out).pop().unwrap();
         let presented = token::parse_query(uri.split_once('?').unwrap().1, &names).unwrap();
-        let accept = Accept { paths: &["/demo/720p/main.mp4"], ips: &[None], keys: &[key.clone()], skew: 0 };
+        let accept = Accept {
+            paths: &["/demo/720p/main.mp4"],
+            ips: &[None],
+            keys: std::slice::from_ref(&key),
+            skew: 0,
+        };
         assert!(token::check(&presented, &accept, NOW).is_ok());
     }
 
