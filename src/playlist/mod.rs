@@ -1,44 +1,937 @@
-//! TEMPORARY STUB (replaced by the playlist branch)
-use crate::token::{Key, ParamNames};
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
+//! Rewrites an HLS playlist for one viewer: every URI that points into the stream gets its own
+//! secure token bound to the viewer, and every other byte stays exactly as the origin wrote it.
+//!
+//! Pure: no I/O and no clock, callers pass `now`. m3u8-rs only vets the playlist and tells
+//! master from media, live from VOD; the rewrite itself is line-level, because m3u8-rs cannot
+//! write a playlist back unchanged (it drops comments, reorders attributes, loses CRLF).
+
+mod attrs;
+mod live;
+
+use std::fmt;
+
+use m3u8_rs::{MediaPlaylist, MediaPlaylistType, Playlist};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::token::{self, Key, ParamNames};
+
+pub use attrs::AttrError;
+pub use live::simulate_live;
+
+/// How long media URIs of a live playlist stay valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentTtl {
-    #[serde(skip)]
+    /// Three target durations, at least 6 s: a player that refreshes once per target duration
+    /// always holds a playlist whose URIs still open.
     Auto,
     Seconds(u64),
 }
+
 impl SegmentTtl {
-    pub fn resolve(self, t: u64) -> u64 {
+    /// The TTL in seconds for a media playlist with this `EXT-X-TARGETDURATION`.
+    pub fn resolve(self, target_duration: u64) -> u64 {
         match self {
-            SegmentTtl::Auto => (3 * t).max(6),
-            SegmentTtl::Seconds(s) => s,
+            SegmentTtl::Auto => target_duration.saturating_mul(3).max(6),
+            SegmentTtl::Seconds(seconds) => seconds,
         }
     }
 }
+
+impl<'de> serde::Deserialize<'de> for SegmentTtl {
+    /// Accepts `"auto"` or a non-negative integer, so `segment_ttl = "auto"` and
+    /// `segment_ttl = 6` both read naturally in TOML; any other string is an error.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SegmentTtlVisitor)
+    }
+}
+
+struct SegmentTtlVisitor;
+
+impl serde::de::Visitor<'_> for SegmentTtlVisitor {
+    type Value = SegmentTtl;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#""auto" or a number of seconds"#)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<SegmentTtl, E> {
+        match value {
+            "auto" => Ok(SegmentTtl::Auto),
+            other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<SegmentTtl, E> {
+        Ok(SegmentTtl::Seconds(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<SegmentTtl, E> {
+        // TOML integers arrive as i64.
+        u64::try_from(value)
+            .map(SegmentTtl::Seconds)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))
+    }
+}
+
+/// Where the playlist was requested.
+#[derive(Debug, Clone, Copy)]
 pub struct Location<'a> {
+    /// The decoded absolute request path, e.g. `/demo/720p/index.m3u8`; its first segment is
+    /// the stream name.
     pub path: &'a str,
+    /// The request's `Host` header value, e.g. `example.com:8080`.
     pub host: Option<&'a str>,
 }
+
+/// What to put in each issued token.
+#[derive(Debug, Clone, Copy)]
 pub struct Issue<'a> {
+    /// Signing key (the first key of the stream).
     pub key: &'a Key,
+    /// Binding text of the viewer (already masked), or None for IP-less tokens.
     pub ip: Option<&'a str>,
     pub names: &'a ParamNames,
+    /// Unix seconds.
     pub now: u64,
     pub session_ttl: u64,
     pub segment_ttl: SegmentTtl,
 }
-#[derive(Debug)]
+
+/// Why a playlist could not be rewritten. Every variant means "answer 502": hlsgate never
+/// passes on a playlist it could not sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaylistError {
+    NotUtf8,
+    /// Not an HLS playlist, or one the parser gave up on part way.
     Unparsable(String),
+    /// A URI-carrying tag whose attribute list cannot be read, so its URI cannot be signed.
+    BadAttributes {
+        line: usize,
+        reason: AttrError,
+    },
+    /// `simulate_live` was given a master playlist.
+    NotMedia,
+    /// `simulate_live` was given a playlist without segments, or whose segments last 0 s.
+    NoSegments,
 }
-impl std::fmt::Display for PlaylistError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
+
+impl fmt::Display for PlaylistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlaylistError::NotUtf8 => f.write_str("playlist is not UTF-8"),
+            PlaylistError::Unparsable(why) => write!(f, "playlist unparsable: {why}"),
+            PlaylistError::BadAttributes { line, reason } => {
+                write!(f, "playlist line {line}: {reason}")
+            }
+            PlaylistError::NotMedia => f.write_str("expected a media playlist, got a master playlist"),
+            PlaylistError::NoSegments => f.write_str("media playlist has no segments with a duration"),
+        }
     }
 }
-pub fn rewrite(text: &[u8], _at: &Location, _issue: &Issue) -> Result<String, PlaylistError> {
-    Ok(String::from_utf8_lossy(text).into_owned())
+
+impl std::error::Error for PlaylistError {}
+
+/// Rewrites a playlist for one viewer. Returns the new text.
+pub fn rewrite(text: &[u8], at: &Location, issue: &Issue) -> Result<String, PlaylistError> {
+    let text = std::str::from_utf8(text).map_err(|_| PlaylistError::NotUtf8)?;
+    let playlist = vet(text.as_bytes())?;
+    let signer = Signer::new(at, issue, uri_ttl(&playlist, issue));
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        // Each line keeps its own ending, and a missing final newline stays missing.
+        let content = line.trim_end_matches(['\r', '\n']);
+        let ending = line.get(content.len()..).unwrap_or_default();
+        rewrite_line(content, &signer, &mut out)
+            .map_err(|reason| PlaylistError::BadAttributes { line: index + 1, reason })?;
+        out.push_str(ending);
+    }
+    Ok(out)
 }
-pub fn simulate_live(vod: &[u8], _window: usize, _now_ms: u64) -> Result<String, PlaylistError> {
-    Ok(String::from_utf8_lossy(vod).into_owned())
+
+/// Parses with m3u8-rs to make sure the text is a playlist at all.
+///
+/// m3u8-rs 6 accepts LL-HLS: it has no LL-HLS tags of its own, but keeps `EXT-X-PART`,
+/// `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, … as unknown tags. It is lenient to a fault,
+/// though: on a line it cannot read it stops and still returns `Ok` with what it read so far,
+/// and `parse_playlist_res` throws the unread rest away. So this calls `parse_playlist`, which
+/// hands the rest back, and refuses a playlist unless everything was read.
+fn vet(text: &[u8]) -> Result<Playlist, PlaylistError> {
+    let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    if first_line.trim_ascii_end() != b"#EXTM3U" {
+        return Err(PlaylistError::Unparsable("first line is not #EXTM3U".into()));
+    }
+    match m3u8_rs::parse_playlist(text) {
+        Ok((rest, playlist)) if rest.iter().all(u8::is_ascii_whitespace) => Ok(playlist),
+        Ok((rest, _)) => {
+            let line = line_number(text, text.len().saturating_sub(rest.len()));
+            Err(PlaylistError::Unparsable(format!("unreadable from line {line}")))
+        }
+        Err(_) => Err(PlaylistError::Unparsable("not an m3u8 playlist".into())),
+    }
+}
+
+fn line_number(text: &[u8], offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The TTL of every URI in this playlist. A master playlist and a VOD are fetched once per
+/// session; a live playlist is refetched every target duration, so its URIs can be short-lived.
+fn uri_ttl(playlist: &Playlist, issue: &Issue) -> u64 {
+    match playlist {
+        Playlist::MasterPlaylist(_) => issue.session_ttl,
+        Playlist::MediaPlaylist(media) if is_vod(media) => issue.session_ttl,
+        Playlist::MediaPlaylist(media) => issue.segment_ttl.resolve(media.target_duration),
+    }
+}
+
+/// ENDLIST is what says "no more refreshes"; PLAYLIST-TYPE:VOD promises the same, so a VOD
+/// whose ENDLIST is missing is still not treated as live.
+fn is_vod(media: &MediaPlaylist) -> bool {
+    media.end_list || media.playlist_type == Some(MediaPlaylistType::Vod)
+}
+
+/// The attribute holding a URI to sign in a tag, if the tag has one. EXT-X-RENDITION-REPORT is
+/// left out on purpose: a player never fetches it, it only matches it against the rendition
+/// URIs it already has, so a token there would only break the match.
+fn uri_attribute_of(tag: &str) -> Option<&'static str> {
+    match tag {
+        "#EXT-X-KEY"
+        | "#EXT-X-MAP"
+        | "#EXT-X-MEDIA"
+        | "#EXT-X-I-FRAME-STREAM-INF"
+        | "#EXT-X-SESSION-KEY"
+        | "#EXT-X-SESSION-DATA"
+        | "#EXT-X-PART"
+        | "#EXT-X-PRELOAD-HINT" => Some("URI"),
+        "#EXT-X-CONTENT-STEERING" => Some("SERVER-URI"),
+        _ => None,
+    }
+}
+
+/// Rewrites one line, without its line ending.
+fn rewrite_line(line: &str, signer: &Signer, out: &mut String) -> Result<(), AttrError> {
+    let body = line.trim_matches([' ', '\t']);
+    if body.is_empty() {
+        out.push_str(line);
+        return Ok(());
+    }
+    if body.starts_with('#') {
+        return rewrite_tag_line(line, signer, out);
+    }
+    // A URI line: sign the URI, keep any blanks around it.
+    let start = line.len() - line.trim_start_matches([' ', '\t']).len();
+    out.push_str(line.get(..start).unwrap_or_default());
+    push_signed(body, signer, out);
+    out.push_str(line.get(start + body.len()..).unwrap_or_default());
+    Ok(())
+}
+
+/// Signs the URI attribute of a URI-carrying tag; copies every other tag and comment as it is.
+fn rewrite_tag_line(line: &str, signer: &Signer, out: &mut String) -> Result<(), AttrError> {
+    let Some((tag, list)) = line.split_once(':') else {
+        out.push_str(line);
+        return Ok(());
+    };
+    let Some(wanted) = uri_attribute_of(tag) else {
+        out.push_str(line);
+        return Ok(());
+    };
+    let attributes = attrs::parse(list)?;
+    out.push_str(tag);
+    out.push(':');
+    let mut copied = 0;
+    for attribute in attributes.into_iter().filter(|a| a.name == wanted) {
+        let (Some(before), Some(value)) =
+            (list.get(copied..attribute.span.start), list.get(attribute.span.clone()))
+        else {
+            continue;
+        };
+        out.push_str(before);
+        push_signed(value, signer, out);
+        copied = attribute.span.end;
+    }
+    out.push_str(list.get(copied..).unwrap_or_default());
+    Ok(())
+}
+
+fn push_signed(uri: &str, signer: &Signer, out: &mut String) {
+    match signer.sign(uri) {
+        Some(signed) => out.push_str(&signed),
+        None => out.push_str(uri),
+    }
+}
+
+/// Characters of a decoded path that must be escaped again before a URI can be resolved
+/// against it: `%` so nothing is decoded twice, `?` and `#` so they stay in the path.
+const PATH_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
+
+/// Everything one rewrite needs to sign a URI.
+struct Signer<'a> {
+    /// The request path, escaped again: players resolve URIs against the URL as sent.
+    base: String,
+    stream: &'a str,
+    host: Option<&'a str>,
+    issue: &'a Issue<'a>,
+    expires: u64,
+}
+
+impl<'a> Signer<'a> {
+    fn new(at: &Location<'a>, issue: &'a Issue<'a>, ttl: u64) -> Self {
+        let escaped = utf8_percent_encode(at.path, PATH_ESCAPES).to_string();
+        let base = if escaped.starts_with('/') { escaped } else { format!("/{escaped}") };
+        Signer {
+            base,
+            stream: first_segment(at.path),
+            host: at.host,
+            issue,
+            expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
+        }
+    }
+
+    /// The URI with its token, or None when it stays untouched: empty, another scheme,
+    /// another host, or outside the stream.
+    fn sign(&self, uri: &str) -> Option<String> {
+        if uri.is_empty() {
+            return None;
+        }
+        let reference = Reference::split(uri);
+        let raw = RawPath::of(reference.head, self.host)?;
+        let path = self.hashed_path(raw)?;
+        let token = token::sign(self.expires, &path, self.issue.ip, self.issue.key);
+        Some(self.signed_uri(&reference, &token))
+    }
+
+    /// The decoded path a player will request for `raw`, if it lies inside the stream.
+    fn hashed_path(&self, raw: RawPath) -> Option<String> {
+        let resolved = match raw {
+            RawPath::Absolute(path) => remove_dot_segments(path),
+            // A query- or fragment-only reference names the playlist itself.
+            RawPath::Relative("") => remove_dot_segments(&self.base),
+            RawPath::Relative(path) => remove_dot_segments(&format!("{}{path}", directory_of(&self.base))),
+        };
+        let decoded = percent_decode_str(&resolved).decode_utf8().ok()?;
+        // `%2E%2E` survives resolution and decodes to `..`; where a server would take that
+        // is anyone's guess, so such a path is not signed.
+        if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+            return None;
+        }
+        (first_segment(&decoded) == self.stream).then(|| decoded.into_owned())
+    }
+
+    /// The URI as written, without old token parameters, plus the new ones before any fragment.
+    fn signed_uri(&self, reference: &Reference, token: &str) -> String {
+        let names = self.issue.names;
+        let kept: Vec<&str> = reference
+            .query
+            .filter(|query| !query.is_empty())
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .filter(|pair| !is_token_param(pair, names))
+            .collect();
+        let unsigned = if kept.is_empty() {
+            reference.head.to_owned()
+        } else {
+            format!("{}?{}", reference.head, kept.join("&"))
+        };
+        let mut signed = token::signed_url(&unsigned, token, self.expires, names);
+        if let Some(fragment) = reference.fragment {
+            signed.push('#');
+            signed.push_str(fragment);
+        }
+        signed
+    }
+}
+
+/// Compares by decoded name, as `token::parse_query` reads them.
+fn is_token_param(pair: &str, names: &ParamNames) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let name = percent_decode_str(name).decode_utf8_lossy();
+    name == names.token.as_str() || name == names.expires.as_str()
+}
+
+/// A URI reference cut at its first `?` and `#`.
+struct Reference<'a> {
+    /// Scheme, authority and path, as written.
+    head: &'a str,
+    query: Option<&'a str>,
+    fragment: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    fn split(uri: &'a str) -> Self {
+        let (rest, fragment) = match uri.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (uri, None),
+        };
+        let (head, query) = match rest.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (rest, None),
+        };
+        Reference { head, query, fragment }
+    }
+}
+
+/// The still-escaped path a reference names on this server.
+enum RawPath<'a> {
+    Absolute(&'a str),
+    Relative(&'a str),
+}
+
+impl<'a> RawPath<'a> {
+    /// None for another scheme than http(s) or another host than `host`.
+    fn of(head: &'a str, host: Option<&str>) -> Option<Self> {
+        if let Some(network) = head.strip_prefix("//") {
+            return path_on_host(network, host);
+        }
+        if let Some((scheme, rest)) = split_scheme(head) {
+            let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            return if web { path_on_host(rest.strip_prefix("//")?, host) } else { None };
+        }
+        if head.starts_with('/') {
+            Some(RawPath::Absolute(head))
+        } else {
+            Some(RawPath::Relative(head))
+        }
+    }
+}
+
+/// The path of `authority/path` when the authority is this host (ASCII case-insensitive).
+fn path_on_host<'a>(network: &'a str, host: Option<&str>) -> Option<RawPath<'a>> {
+    let (authority, path) = match network.find('/') {
+        Some(slash) => network.split_at_checked(slash)?,
+        None => (network, "/"),
+    };
+    authority.eq_ignore_ascii_case(host?).then_some(RawPath::Absolute(path))
+}
+
+/// `scheme:rest` when the text before the first `:` is an RFC 3986 scheme.
+fn split_scheme(head: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = head.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts_alpha = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let valid = starts_alpha && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
+}
+
+/// The path up to and including its last `/`.
+fn directory_of(path: &str) -> &str {
+    path.rfind('/').and_then(|slash| path.get(..=slash)).unwrap_or("/")
+}
+
+/// The first segment of an absolute path: the stream name.
+fn first_segment(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
+}
+
+/// RFC 3986 §5.2.4 for an absolute path: drops `.` segments, and `..` with the segment
+/// before it, never climbing above the root.
+fn remove_dot_segments(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut segments = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => {
+                kept.push(other);
+                continue;
+            }
+        }
+        // A path ending in `.` or `..` names a directory: keep its trailing slash.
+        if last {
+            kept.push("");
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Accept, Valid};
+
+    const NOW: u64 = 1_700_000_000;
+    const SESSION_TTL: u64 = 14_400;
+    const VIEWER: &str = "203.0.113.7";
+    const HOST: &str = "example.com:8080";
+
+    /// Which TTL a URI's token must carry.
+    #[derive(Debug, Clone, Copy)]
+    enum Class {
+        Session,
+        Segment(u64),
+    }
+
+    impl Class {
+        fn expires(self, now: u64) -> u64 {
+            let ttl = match self {
+                Class::Session => SESSION_TTL,
+                Class::Segment(ttl) => ttl,
+            };
+            token::issue_expiry(now, ttl, token::default_step(ttl))
+        }
+    }
+
+    fn key() -> Key {
+        Key::new("s3cret")
+    }
+
+    fn issue<'a>(key: &'a Key, names: &'a ParamNames, now: u64) -> Issue<'a> {
+        Issue { key, ip: Some(VIEWER), names, now, session_ttl: SESSION_TTL, segment_ttl: SegmentTtl::Auto }
+    }
+
+    fn rewrite_at(text: &str, path: &str, now: u64) -> String {
+        let (key, names) = (key(), ParamNames::default());
+        rewrite(text.as_bytes(), &Location { path, host: Some(HOST) }, &issue(&key, &names, now)).unwrap()
+    }
+
+    /// Rewrites one URI line in a minimal live playlist and returns the new line.
+    fn rewrite_uri(uri: &str, at: &Location) -> String {
+        let (key, names) = (key(), ParamNames::default());
+        let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\n{uri}\n");
+        let out = rewrite(text.as_bytes(), at, &issue(&key, &names, NOW)).unwrap();
+        out.lines().nth(3).unwrap().to_owned()
+    }
+
+    fn here(path: &str) -> Location<'_> {
+        Location { path, host: Some(HOST) }
+    }
+
+    /// Removes what `rewrite` appends: `?md5=…&expires=…` or `&md5=…&expires=…`.
+    fn strip_tokens(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("md5=") {
+            let (before, after) = rest.split_at(at);
+            let sep_ok = before.ends_with('?') || before.ends_with('&');
+            let tail = &after[4..];
+            let expires_tail = tail.get(token::TOKEN_LEN..).and_then(|t| t.strip_prefix("&expires="));
+            match (sep_ok, expires_tail) {
+                (true, Some(digits)) => {
+                    out.push_str(&before[..before.len() - 1]);
+                    rest = digits.trim_start_matches(|c: char| c.is_ascii_digit());
+                }
+                _ => {
+                    out.push_str(&rest[..at + 4]);
+                    rest = tail;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Every URI in the text that carries a token, in order.
+    fn signed_uris(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') {
+                if let Some((_, list)) = line.split_once(':') {
+                    for a in attrs::parse(list).unwrap_or_default() {
+                        found.push(list[a.span].to_owned());
+                    }
+                }
+            } else if !line.trim().is_empty() {
+                found.push(line.trim().to_owned());
+            }
+        }
+        found.retain(|uri| uri.contains("md5="));
+        found
+    }
+
+    /// Every token in `out` verifies for the expected path, the viewer and the expiry class,
+    /// and there is exactly one token per expected path.
+    fn assert_tokens(out: &str, expected: &[(&str, Class)], now: u64) {
+        let uris = signed_uris(out);
+        assert_eq!(uris.len(), expected.len(), "signed URIs: {uris:#?}");
+        let keys = [key()];
+        for (uri, (path, class)) in uris.iter().zip(expected) {
+            let query = uri.split_once('?').unwrap().1;
+            let query = query.split_once('#').map_or(query, |(q, _)| q);
+            let presented = token::parse_query(query, &ParamNames::default()).unwrap();
+            let accept = Accept { paths: &[path], ips: &[Some(VIEWER)], keys: &keys, skew: 0 };
+            assert_eq!(
+                token::check(&presented, &accept, now),
+                Ok(Valid { expires: class.expires(now) }),
+                "{uri} for {path}"
+            );
+        }
+    }
+
+    const MASTER: &str = r#"#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+# a comment, with commas, URI="not/a/uri.m3u8"
+
+#EXT-X-CONTENT-STEERING:SERVER-URI="steering.json?v=1",PATHWAY-ID="CDN-A"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.title",URI="meta/title.json"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.note",VALUE="a,URI=b.m3u8"
+#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI="skd://key-id-1",KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"
+#EXT-X-SESSION-KEY:METHOD=AES-128,URI="keys/session.key"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac",NAME="English, main",LANGUAGE="en",DEFAULT=YES,AUTOSELECT=YES,URI="audio/en/index.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="Deutsch",LANGUAGE="de",URI="../demo/subs/de.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="CC1",INSTREAM-ID="CC1"
+#EXT-X-VENDOR-THING:FOO="bar",URI="vendor/ignored.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=1280000,AVERAGE-BANDWIDTH=1000000,CODECS="avc1.4d401f,mp4a.40.2",RESOLUTION=1280x720,AUDIO="aac",SUBTITLES="subs"
+720p/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=640000,CODECS="avc1.42e01e,mp4a.40.2",RESOLUTION=640x360,AUDIO="aac"
+/demo/360p/index.m3u8?quality=low
+
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=86000,CODECS="avc1.4d401f",URI="720p/iframes.m3u8"
+"#;
+
+    #[test]
+    fn master_playlist_keeps_every_byte_and_signs_every_uri_for_the_session() {
+        let out = rewrite_at(MASTER, "/demo/master.m3u8", NOW);
+        assert_eq!(strip_tokens(&out), MASTER);
+        use Class::Session as S;
+        assert_tokens(
+            &out,
+            &[
+                ("/demo/steering.json", S),
+                ("/demo/meta/title.json", S),
+                ("/demo/keys/session.key", S),
+                ("/demo/audio/en/index.m3u8", S),
+                ("/demo/subs/de.m3u8", S),
+                ("/demo/720p/index.m3u8", S),
+                ("/demo/360p/index.m3u8", S),
+                ("/demo/720p/iframes.m3u8", S),
+            ],
+            NOW,
+        );
+        assert!(out.contains(r#"URI="skd://key-id-1""#));
+        assert!(out.contains(r#"URI="vendor/ignored.m3u8""#));
+        assert!(out.contains(r#"VALUE="a,URI=b.m3u8""#));
+        assert!(out.contains(r#"# a comment, with commas, URI="not/a/uri.m3u8""#));
+        assert!(out.contains("/demo/360p/index.m3u8?quality=low&md5="));
+    }
+
+    const VOD: &str = r#"#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:6
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-PLAYLIST-TYPE:VOD
+#EXT-X-MAP:URI="init.mp4",BYTERANGE="720@0"
+#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://asset-42",KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"
+#EXT-X-KEY:METHOD=AES-128,URI="keys/k1.key",IV=0x0123456789abcdef0123456789ABCDEF
+#EXTINF:6.000,
+#EXT-X-BYTERANGE:75232@720
+main.mp4
+#EXTINF:6.000,title
+#EXT-X-BYTERANGE:82112
+main.mp4
+#EXT-X-KEY:METHOD=AES-128,URI="../720p/keys/k2.key?rotation=2"
+#EXTINF:5.005,
+#EXT-X-BYTERANGE:69864
+main.mp4
+#EXT-X-ENDLIST
+"#;
+
+    #[test]
+    fn vod_media_playlist_keeps_every_byte_and_signs_for_the_session() {
+        let out = rewrite_at(VOD, "/demo/720p/main.m3u8", NOW);
+        assert_eq!(strip_tokens(&out), VOD);
+        use Class::Session as S;
+        assert_tokens(
+            &out,
+            &[
+                ("/demo/720p/init.mp4", S),
+                ("/demo/720p/keys/k1.key", S),
+                ("/demo/720p/main.mp4", S),
+                ("/demo/720p/main.mp4", S),
+                ("/demo/720p/keys/k2.key", S),
+                ("/demo/720p/main.mp4", S),
+            ],
+            NOW,
+        );
+        assert!(out.contains(r#"#EXT-X-MAP:URI="init.mp4?md5="#));
+        assert!(out.contains(r#"&expires=1700017200",BYTERANGE="720@0""#));
+        assert!(out.contains(r#"URI="skd://asset-42""#));
+        assert!(out.contains(r#"URI="../720p/keys/k2.key?rotation=2&md5="#));
+    }
+
+    /// Apple's LL-HLS example shape, ending without a final newline.
+    const LL_HLS: &str = r#"#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:4
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.0,CAN-SKIP-UNTIL=24.0
+#EXT-X-PART-INF:PART-TARGET=1.0
+#EXT-X-MEDIA-SEQUENCE:266
+#EXT-X-MAP:URI="init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00.000Z
+#EXTINF:4.00008,
+fileSequence266.mp4
+#EXT-X-PART:DURATION=1.0,URI="filePart267.0.mp4",INDEPENDENT=YES
+#EXT-X-PART:DURATION=1.0,URI="filePart267.1.mp4"
+#EXT-X-PART:DURATION=1.0,URI="filePart267.2.mp4"
+#EXT-X-PART:DURATION=1.0,URI="filePart267.3.mp4"
+#EXTINF:4.00008,
+fileSequence267.mp4
+#EXT-X-PART:DURATION=1.0,URI="filePart268.0.mp4",INDEPENDENT=YES
+#EXT-X-PART:DURATION=1.0,URI="filePart268.1.mp4",BYTERANGE="2000@0"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="filePart268.2.mp4"
+#EXT-X-RENDITION-REPORT:URI="../1M/waitForMe.php",LAST-MSN=273,LAST-PART=2
+#EXT-X-RENDITION-REPORT:URI="../4M/waitForMe.php",LAST-MSN=273,LAST-PART=1"#;
+
+    #[test]
+    fn m3u8_rs_reads_ll_hls_to_the_end() {
+        let Ok((rest, Playlist::MediaPlaylist(media))) = m3u8_rs::parse_playlist(LL_HLS.as_bytes()) else {
+            panic!("LL-HLS refused");
+        };
+        assert!(rest.is_empty());
+        assert_eq!(media.target_duration, 4);
+        assert!(!media.end_list);
+        // LL-HLS tags come through as unknown tags of the segment that follows them.
+        assert!(media.segments[1].unknown_tags.iter().any(|t| t.tag == "X-PART"));
+        // A quirk: a tag on a last line without newline is taken for a segment URI. Harmless
+        // here, since the rewrite reads lines itself and only asks m3u8-rs master/media/live.
+        assert_eq!(media.segments.len(), 3);
+        assert!(media.segments[2].uri.starts_with("#EXT-X-RENDITION-REPORT"));
+    }
+
+    #[test]
+    fn ll_hls_playlist_signs_parts_and_hints_for_the_segment_ttl() {
+        let out = rewrite_at(LL_HLS, "/demo/2M/live.m3u8", NOW);
+        assert_eq!(strip_tokens(&out), LL_HLS);
+        assert!(!out.ends_with('\n'));
+        let seg = Class::Segment(12);
+        let expected: Vec<(String, Class)> = [
+            "init.mp4",
+            "fileSequence266.mp4",
+            "filePart267.0.mp4",
+            "filePart267.1.mp4",
+            "filePart267.2.mp4",
+            "filePart267.3.mp4",
+            "fileSequence267.mp4",
+            "filePart268.0.mp4",
+            "filePart268.1.mp4",
+            "filePart268.2.mp4",
+        ]
+        .iter()
+        .map(|name| (format!("/demo/2M/{name}"), seg))
+        .collect();
+        let expected: Vec<(&str, Class)> = expected.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        assert_tokens(&out, &expected, NOW);
+        assert!(out.contains(r#"#EXT-X-RENDITION-REPORT:URI="../1M/waitForMe.php",LAST-MSN=273,LAST-PART=2"#));
+        assert!(
+            out.ends_with(r#"#EXT-X-RENDITION-REPORT:URI="../4M/waitForMe.php",LAST-MSN=273,LAST-PART=1"#)
+        );
+    }
+
+    const CRLF: &str = "#EXTM3U\r\n#EXT-X-TARGETDURATION:10\r\n#EXT-X-PLAYLIST-TYPE:EVENT\r\n\r\n\
+                        #EXTINF:10.0,\r\nseg0.ts\r\n#EXTINF:10.0,\nseg1.ts\r\n  seg2.ts \r\n";
+
+    #[test]
+    fn crlf_playlist_keeps_each_line_ending() {
+        let out = rewrite_at(CRLF, "/demo/event.m3u8", NOW);
+        assert_eq!(strip_tokens(&out), CRLF);
+        let seg = Class::Segment(30);
+        assert_tokens(&out, &[("/demo/seg0.ts", seg), ("/demo/seg1.ts", seg), ("/demo/seg2.ts", seg)], NOW);
+        assert!(out.contains("  seg2.ts?md5="));
+    }
+
+    #[test]
+    fn live_ttl_follows_the_configured_segment_ttl() {
+        let (key, names) = (key(), ParamNames::default());
+        let issue = Issue { segment_ttl: SegmentTtl::Seconds(20), ..issue(&key, &names, NOW) };
+        let out = rewrite(CRLF.as_bytes(), &here("/demo/e.m3u8"), &issue).unwrap();
+        let seg = Class::Segment(20);
+        assert_tokens(&out, &[("/demo/seg0.ts", seg), ("/demo/seg1.ts", seg), ("/demo/seg2.ts", seg)], NOW);
+    }
+
+    #[test]
+    fn playlist_type_vod_without_endlist_is_not_live() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:4,\na.ts\n";
+        let out = rewrite_at(text, "/demo/v.m3u8", NOW);
+        assert_tokens(&out, &[("/demo/a.ts", Class::Session)], NOW);
+    }
+
+    #[test]
+    fn relative_references_resolve_like_a_player() {
+        let at = here("/demo/720p/index.m3u8");
+        let signed_for = |uri: &str, path: &str| {
+            let line = rewrite_uri(uri, &at);
+            assert!(line.starts_with(uri), "{line}");
+            assert_tokens(&line, &[(path, Class::Segment(12))], NOW);
+        };
+        signed_for("../audio/a.ts", "/demo/audio/a.ts");
+        signed_for("./x/./y/../s.ts", "/demo/720p/x/s.ts");
+        signed_for("../../../demo/a.ts", "/demo/a.ts");
+        signed_for("/demo/abs.ts", "/demo/abs.ts");
+        signed_for("my%20seg.ts", "/demo/720p/my seg.ts");
+        assert_eq!(rewrite_uri("../../other/x.ts", &at), "../../other/x.ts");
+        assert_eq!(rewrite_uri("/other/x.ts", &at), "/other/x.ts");
+        assert_eq!(rewrite_uri("%2E%2E/%2E%2E/other/x.ts", &at), "%2E%2E/%2E%2E/other/x.ts");
+        assert_eq!(rewrite_uri("..%2F..%2Fother/x.ts", &at), "..%2F..%2Fother/x.ts");
+    }
+
+    #[test]
+    fn decoded_request_path_is_not_decoded_twice() {
+        let at = here("/demo/100%41 dir/index.m3u8");
+        let line = rewrite_uri("a.ts", &at);
+        assert_tokens(&line, &[("/demo/100%41 dir/a.ts", Class::Segment(12))], NOW);
+    }
+
+    #[test]
+    fn absolute_urls_are_signed_only_for_this_host_and_stream() {
+        let at = here("/demo/720p/index.m3u8");
+        let line = rewrite_uri("https://Example.COM:8080/demo/720p/s.ts", &at);
+        assert!(line.starts_with("https://Example.COM:8080/demo/720p/s.ts?md5="));
+        assert_tokens(&line, &[("/demo/720p/s.ts", Class::Segment(12))], NOW);
+        let line = rewrite_uri("//example.com:8080/demo/x/../s.ts", &at);
+        assert!(line.starts_with("//example.com:8080/demo/x/../s.ts?md5="));
+        assert_tokens(&line, &[("/demo/s.ts", Class::Segment(12))], NOW);
+        for untouched in [
+            "https://cdn.example.net/demo/720p/s.ts",
+            "http://example.com/demo/720p/s.ts",
+            "//example.com/demo/s.ts",
+            "http://example.com:8080/other/s.ts",
+            "skd://demo/key",
+            "data:text/plain;base64,AAAA",
+            "ftp://example.com:8080/demo/s.ts",
+        ] {
+            assert_eq!(rewrite_uri(untouched, &at), untouched);
+        }
+        let nowhere = Location { path: "/demo/index.m3u8", host: None };
+        assert_eq!(
+            rewrite_uri("https://example.com:8080/demo/s.ts", &nowhere),
+            "https://example.com:8080/demo/s.ts"
+        );
+    }
+
+    #[test]
+    fn other_query_parameters_stay_in_order_and_old_tokens_go() {
+        let at = here("/demo/index.m3u8");
+        let line = rewrite_uri("s.ts?a=1&md5=OLD&b=2&expires=1&c", &at);
+        let expires = Class::Segment(12).expires(NOW);
+        assert!(line.starts_with("s.ts?a=1&b=2&c&md5="), "{line}");
+        assert!(line.ends_with(&format!("&expires={expires}")), "{line}");
+        assert_tokens(&line, &[("/demo/s.ts", Class::Segment(12))], NOW);
+        let line = rewrite_uri("s.ts?md5=OLD&expires=1", &at);
+        assert!(line.starts_with("s.ts?md5=") && line.matches("md5=").count() == 1, "{line}");
+    }
+
+    #[test]
+    fn custom_parameter_names() {
+        let (key, names) = (key(), ParamNames { token: "st".into(), expires: "e".into() });
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\ns.ts?st=old&x=1\n#EXT-X-ENDLIST\n";
+        let out = rewrite(text.as_bytes(), &here("/demo/i.m3u8"), &issue(&key, &names, NOW)).unwrap();
+        let line = out.lines().nth(3).unwrap();
+        assert!(line.starts_with("s.ts?x=1&st="), "{line}");
+        let presented = token::parse_query(line.split_once('?').unwrap().1, &names).unwrap();
+        let accept = Accept {
+            paths: &["/demo/s.ts"],
+            ips: &[Some(VIEWER)],
+            keys: std::slice::from_ref(&key),
+            skew: 0,
+        };
+        assert!(token::check(&presented, &accept, NOW).is_ok());
+    }
+
+    #[test]
+    fn fragments_stay_last() {
+        let at = here("/demo/index.m3u8");
+        let line = rewrite_uri("s.ts?a=1#t=10", &at);
+        assert!(line.starts_with("s.ts?a=1&md5=") && line.ends_with("#t=10"), "{line}");
+        let line = rewrite_uri("s.ts#frag", &at);
+        assert!(line.starts_with("s.ts?md5=") && line.ends_with("#frag"), "{line}");
+        assert_tokens(&line, &[("/demo/s.ts", Class::Segment(12))], NOW);
+    }
+
+    #[test]
+    fn server_uri_is_not_uri_and_empty_uris_stay() {
+        let text = "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"s.json\",PATHWAY-ID=\"A\"\n\
+                    #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"n\",X-URI=\"no.m3u8\",URI=\"yes.m3u8\"\n\
+                    #EXT-X-SESSION-DATA:DATA-ID=\"d\",URI=\"\"\n";
+        let out = rewrite_at(text, "/demo/m.m3u8", NOW);
+        assert_eq!(strip_tokens(&out), text);
+        assert!(out.contains("SERVER-URI=\"s.json?md5="));
+        assert!(out.contains("X-URI=\"no.m3u8\",URI=\"yes.m3u8?md5="));
+        assert!(out.contains("URI=\"\"\n"));
+        assert_tokens(&out, &[("/demo/s.json", Class::Session), ("/demo/yes.m3u8", Class::Session)], NOW);
+    }
+
+    #[test]
+    fn viewer_without_ip_binding() {
+        let (key, names) = (key(), ParamNames::default());
+        let issue = Issue { ip: None, ..issue(&key, &names, NOW) };
+        let out = rewrite(VOD.as_bytes(), &here("/demo/720p/main.m3u8"), &issue).unwrap();
+        let uri = signed_uris(&out).pop().unwrap();
+        let presented = token::parse_query(uri.split_once('?').unwrap().1, &names).unwrap();
+        let accept = Accept {
+            paths: &["/demo/720p/main.mp4"],
+            ips: &[None],
+            keys: std::slice::from_ref(&key),
+            skew: 0,
+        };
+        assert!(token::check(&presented, &accept, NOW).is_ok());
+    }
+
+    #[test]
+    fn same_output_within_one_step_and_new_tokens_after() {
+        let first = rewrite_at(MASTER, "/demo/master.m3u8", NOW);
+        assert_eq!(rewrite_at(MASTER, "/demo/master.m3u8", NOW + 1), first);
+        assert_ne!(rewrite_at(MASTER, "/demo/master.m3u8", NOW + token::default_step(SESSION_TTL)), first);
+        let live = rewrite_at(LL_HLS, "/demo/2M/live.m3u8", NOW);
+        assert_eq!(rewrite_at(LL_HLS, "/demo/2M/live.m3u8", NOW + 1), live);
+        assert_ne!(rewrite_at(LL_HLS, "/demo/2M/live.m3u8", NOW + 3), live);
+    }
+
+    #[test]
+    fn broken_playlists_are_errors() {
+        let (key, names) = (key(), ParamNames::default());
+        let at = here("/demo/i.m3u8");
+        let run = |text: &[u8]| rewrite(text, &at, &issue(&key, &names, NOW));
+        assert!(matches!(run(b"<html>502</html>"), Err(PlaylistError::Unparsable(_))));
+        assert!(matches!(run(b""), Err(PlaylistError::Unparsable(_))));
+        assert!(matches!(run(b"#EXTM3Ux\na.ts\n"), Err(PlaylistError::Unparsable(_))));
+        assert_eq!(run(b"#EXTM3U\n\xff.ts\n"), Err(PlaylistError::NotUtf8));
+        assert_eq!(
+            run(b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-KEY:METHOD=AES-128,URI=\"k.key\n"),
+            Err(PlaylistError::BadAttributes { line: 3, reason: AttrError::Unterminated })
+        );
+    }
+
+    #[test]
+    fn segment_ttl_resolves() {
+        assert_eq!(SegmentTtl::Auto.resolve(1), 6);
+        assert_eq!(SegmentTtl::Auto.resolve(4), 12);
+        assert_eq!(SegmentTtl::Auto.resolve(u64::MAX), u64::MAX);
+        assert_eq!(SegmentTtl::Seconds(5).resolve(10), 5);
+    }
+
+    #[test]
+    fn segment_ttl_reads_from_toml_and_json() {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            segment_ttl: SegmentTtl,
+        }
+        let read = |text: &str| toml::from_str::<Config>(text).map(|c| c.segment_ttl);
+        assert_eq!(read(r#"segment_ttl = "auto""#).unwrap(), SegmentTtl::Auto);
+        assert_eq!(read("segment_ttl = 6").unwrap(), SegmentTtl::Seconds(6));
+        assert!(read(r#"segment_ttl = "often""#).is_err());
+        assert!(read("segment_ttl = -1").is_err());
+        assert!(read("segment_ttl = 1.5").is_err());
+        assert_eq!(serde_json::from_str::<SegmentTtl>(r#""auto""#).unwrap(), SegmentTtl::Auto);
+        assert_eq!(serde_json::from_str::<SegmentTtl>("8").unwrap(), SegmentTtl::Seconds(8));
+    }
+
+    #[test]
+    fn dot_segments() {
+        for (input, output) in [
+            ("/a/b/../c", "/a/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/./b", "/a/b"),
+            ("/a/.", "/a/"),
+            ("/..", "/"),
+            ("/../../a", "/a"),
+            ("/a//../b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+        ] {
+            assert_eq!(remove_dot_segments(input), output, "{input}");
+        }
+    }
 }
