@@ -19,15 +19,20 @@ struct PyServer {
     child: Child,
     addr: SocketAddr,
     log: Lines,
-    _root: TempDir,
+    _root: Option<TempDir>,
 }
 
 impl PyServer {
     fn start(root: TempDir) -> PyServer {
+        Self::serve(root.path().to_path_buf(), Some(root))
+    }
+
+    /// Serves `dir`; `owned` (if any) is removed when the server is dropped.
+    fn serve(dir: std::path::PathBuf, owned: Option<TempDir>) -> PyServer {
         let mut child = Command::new("python3")
             // -u: unbuffered, or the "Serving HTTP on … port N" line stays in a pipe buffer.
             .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(root.path())
+            .arg(&dir)
             .arg("0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,7 +54,7 @@ impl PyServer {
                 panic!("python http.server did not start: {e}; stderr: {:?}", log.lock().unwrap());
             }
         };
-        PyServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log, _root: root }
+        PyServer { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log, _root: owned }
     }
 
     /// Waits for an access-log line containing `needle` (logged after the response is sent).
@@ -185,8 +190,11 @@ async fn client_times_out_instead_of_hanging() {
 #[test]
 fn parser_cases() {
     // Interim 100 is skipped; Content-Length limits the body.
-    let r = parse_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\nabcdef", false)
-        .unwrap();
+    let r = parse_response(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\nabcdef",
+        false,
+    )
+    .unwrap();
     assert_eq!((r.status, r.reason.as_str(), r.text().as_str()), (206, "Partial Content", "abc"));
     // No length: to EOF.
     assert_eq!(parse_response(b"HTTP/1.0 200 OK\r\n\r\nrest", false).unwrap().text(), "rest");
@@ -196,14 +204,16 @@ fn parser_cases() {
     assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", false).is_err());
     assert!(parse_response(b"garbage", false).is_err());
     // Repeated headers.
-    let r = parse_response(b"HTTP/1.1 200 OK\r\nVary: a\r\nvary: b\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+    let r =
+        parse_response(b"HTTP/1.1 200 OK\r\nVary: a\r\nvary: b\r\nContent-Length: 0\r\n\r\n", false).unwrap();
     assert_eq!(r.header_all("VARY"), ["a", "b"]);
 }
 
 #[test]
 fn ready_line_contract() {
     let plain = "2026-11-28T18:40:00Z  INFO hlsgate::server: hlsgate ready viewers=127.0.0.1:41234 admin=127.0.0.1:40111";
-    let want: (SocketAddr, SocketAddr) = ("127.0.0.1:41234".parse().unwrap(), "127.0.0.1:40111".parse().unwrap());
+    let want: (SocketAddr, SocketAddr) =
+        ("127.0.0.1:41234".parse().unwrap(), "127.0.0.1:40111".parse().unwrap());
     assert_eq!(parse_ready_line(plain), Some(want));
     // What tracing's fmt layer writes when colours are on.
     let coloured = "\x1b[2m2026-11-28T18:40:00Z\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2mhlsgate::server\x1b[0m\x1b[2m:\x1b[0m \
@@ -257,7 +267,9 @@ fn signed_helper_matches_openssl() {
         "/s/link?md5=_e4Nc3iduzkWRm01TBBNYw&expires=2147483647"
     );
     let expires = now() + 300;
-    for (path, ip) in [("/demo/master.m3u8", None), ("/demo/180p/seg_000.ts", Some("127.0.0.2")), ("/l/a b", Some("::1"))] {
+    for (path, ip) in
+        [("/demo/master.m3u8", None), ("/demo/180p/seg_000.ts", Some("127.0.0.2")), ("/l/a b", Some("::1"))]
+    {
         let want = b64url(&openssl_md5(&format!("{expires}{path}{} s3cret", ip.unwrap_or(""))));
         assert_eq!(signed(path, "s3cret", ip, expires), format!("{path}?md5={want}&expires={expires}"));
     }
@@ -322,4 +334,19 @@ fn copy_demo_copies_the_committed_stream() {
         let copied = std::fs::read(streams.join(rel)).unwrap();
         assert_eq!(copied, std::fs::read(repo_streams().join(rel)).unwrap(), "{rel}");
     }
+}
+
+/// The browser toolchain end to end on the committed, unsigned demo: Chromium + hls.js play
+/// the player page, and a missing playlist surfaces as a fatal error with its HTTP status.
+#[test]
+fn browser_plays_the_demo_and_reports_a_404() {
+    let py = PyServer::serve(repo_root(), None);
+    let page = |src: &str| format!("http://{}/assets/player.html?src={src}", py.addr);
+
+    let ok = play(&page("/streams/demo/master.m3u8"), 4.0);
+    assert!(ok.fatal.is_none() && !ok.timed_out, "{ok:?}");
+    assert!(ok.current_time >= 4.0, "{ok:?}");
+
+    let missing = play(&page("/streams/demo/missing.m3u8"), 4.0);
+    assert_eq!(missing.fatal_status(), Some(404), "{missing:?}");
 }

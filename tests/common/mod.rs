@@ -212,7 +212,8 @@ fn parse_status_line(line: &str) -> io::Result<(u16, String)> {
     if !version.starts_with("HTTP/1.") {
         return Err(bad(format!("bad status line {line:?}")));
     }
-    let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("bad status in {line:?}")))?;
+    let status =
+        parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("bad status in {line:?}")))?;
     Ok((status, parts.next().unwrap_or("").to_string()))
 }
 
@@ -225,7 +226,8 @@ fn read_body(resp: &Response, rest: &[u8], head_request: bool) -> io::Result<Vec
     if head_request || resp.status == 204 || resp.status == 304 {
         return Ok(Vec::new());
     }
-    let chunked = resp.header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        resp.header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     if chunked {
         return decode_chunked(rest);
     }
@@ -561,7 +563,10 @@ impl Server {
                 return line.clone();
             }
             if Instant::now() >= deadline {
-                panic!("no log line containing {needle:?} within {limit:?}; logs:\n{}", self.logs().join("\n"));
+                panic!(
+                    "no log line containing {needle:?} within {limit:?}; logs:\n{}",
+                    self.logs().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -580,7 +585,8 @@ impl Server {
 
     /// Replaces the config file (e.g. before [`Server::reload`]).
     pub fn rewrite_config(&self, config: &str) {
-        std::fs::write(&self.config, config).unwrap_or_else(|e| panic!("write {}: {e}", self.config.display()));
+        std::fs::write(&self.config, config)
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.config.display()));
     }
 
     /// Sends SIGTERM and returns the exit status; panics if it takes longer than
@@ -589,7 +595,10 @@ impl Server {
         let _ = kill(self.pid(), "TERM");
         match wait_timeout(&mut self.child, STOP_TIMEOUT) {
             Some(status) => status,
-            None => panic!("hlsgate did not exit within {STOP_TIMEOUT:?} of SIGTERM; logs:\n{}", self.logs().join("\n")),
+            None => panic!(
+                "hlsgate did not exit within {STOP_TIMEOUT:?} of SIGTERM; logs:\n{}",
+                self.logs().join("\n")
+            ),
         }
     }
 
@@ -634,4 +643,49 @@ pub fn now() -> u64 {
 pub fn signed(path: &str, key: &str, ip: Option<&str>, expires: u64) -> String {
     let token = sign(expires, path, ip, &Key::new(key));
     signed_url(path, &token, expires, &ParamNames::default())
+}
+
+// ---------------------------------------------------------------------------------------
+// Browser playback (tests/js/play.mjs)
+// ---------------------------------------------------------------------------------------
+
+/// What `tests/js/play.mjs` reported for one page.
+#[derive(Debug, Clone)]
+pub struct Playback {
+    pub current_time: f64,
+    /// `{type, details, status}` from hls.js (or `navigation`/`page` from the script).
+    pub fatal: Option<serde_json::Value>,
+    pub timed_out: bool,
+}
+
+impl Playback {
+    /// The HTTP status of the fatal error, if hls.js saw one.
+    pub fn fatal_status(&self) -> Option<u64> {
+        self.fatal.as_ref()?.get("status")?.as_u64()
+    }
+}
+
+/// Opens `page_url` in headless Chromium and waits until playback passes `seconds`, a
+/// fatal error, or 60 s. Blocking (a few seconds): call it from `spawn_blocking` in async
+/// tests, or from a plain `#[test]`. Needs `scripts/test-deps.sh` to have run.
+pub fn play(page_url: &str, seconds: f64) -> Playback {
+    let script = repo_root().join("tests/js/play.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(page_url)
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run node {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "play.mjs failed ({}):\n{stderr}", out.status);
+    let line = stdout.lines().last().unwrap_or("");
+    let json: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("play.mjs printed no JSON ({e}): {stdout:?}\nstderr:\n{stderr}"));
+    Playback {
+        current_time: json["currentTime"].as_f64().unwrap_or(0.0),
+        fatal: Some(json["fatal"].clone()).filter(|f| !f.is_null()),
+        timed_out: json["timedOut"].as_bool().unwrap_or(false),
+    }
 }
