@@ -349,4 +349,12 @@ fn browser_plays_the_demo_and_reports_a_404() {
 
     let missing = play(&page("/streams/demo/missing.m3u8"), 4.0);
     assert_eq!(missing.fatal_status(), Some(404), "{missing:?}");
+
+    // A src with its own query (as every signed URL has) survives the trip through ?src=;
+    // the query must reach the server, so python's log shows it verbatim.
+    let signed_src = "/streams/demo/180p/index.m3u8?md5=abc-_&expires=123";
+    let url = player_url(py.addr, signed_src).replace("/player.html", "/assets/player.html");
+    let with_query = play(&url, 1.0);
+    assert!(with_query.fatal.is_none() && with_query.current_time >= 1.0, "{with_query:?}");
+    py.log_line("\"GET /streams/demo/180p/index.m3u8?md5=abc-_&expires=123 HTTP/1.1\" 200");
 }

@@ -649,6 +649,13 @@ pub fn signed(path: &str, key: &str, ip: Option<&str>, expires: u64) -> String {
 // Browser playback (tests/js/play.mjs)
 // ---------------------------------------------------------------------------------------
 
+/// The player page on `viewers` for a (signed) master URL. `src` is percent-encoded: its own
+/// `?md5=…&expires=…` would otherwise be read as parameters of the page.
+pub fn player_url(viewers: SocketAddr, src: &str) -> String {
+    let src = percent_encoding::utf8_percent_encode(src, percent_encoding::NON_ALPHANUMERIC);
+    format!("http://{viewers}/player.html?src={src}")
+}
+
 /// What `tests/js/play.mjs` reported for one page.
 #[derive(Debug, Clone)]
 pub struct Playback {
