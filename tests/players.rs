@@ -207,11 +207,13 @@ fn browser_plays_the_signed_demo_on_the_served_player_page() {
     let announced = server.wait_for_log("player=", Duration::from_secs(1));
     assert_eq!(log_field(&announced, "player").as_deref(), Some(page.as_str()));
 
-    let result = play_for(&page, 6.5);
+    // 17 s of media is more than the 16 s loop: hls.js crosses a discontinuity on the way.
+    let result = play_for(&page, 17.0);
+    eprintln!("{result:?}");
     assert!(result.fatal.is_none() && !result.timed_out, "{result:?}");
     assert!(result.current_time > 6.0, "{result:?}");
-    // Live playback starts mid-timeline, so currentTime alone proves little: 6 s really played.
-    assert!(result.played >= 6.0, "{result:?}");
+    // Live playback starts mid-timeline, so currentTime alone proves little: it really played.
+    assert!(result.played >= 17.0, "{result:?}");
 }
 
 #[test]
