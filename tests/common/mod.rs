@@ -660,6 +660,9 @@ pub fn player_url(viewers: SocketAddr, src: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Playback {
     pub current_time: f64,
+    /// Seconds of media actually played (the sum of `video.played`); on a live stream
+    /// `current_time` starts far from 0, so this is what says playback went on.
+    pub played: f64,
     /// `{type, details, status}` from hls.js (or `navigation`/`page` from the script).
     pub fatal: Option<serde_json::Value>,
     pub timed_out: bool,
@@ -676,11 +679,26 @@ impl Playback {
 /// fatal error, or 60 s. Blocking (a few seconds): call it from `spawn_blocking` in async
 /// tests, or from a plain `#[test]`. Needs `scripts/test-deps.sh` to have run.
 pub fn play(page_url: &str, seconds: f64) -> Playback {
+    run_play(page_url, seconds, "currentTime")
+}
+
+/// As [`play`], but waits until `seconds` of media have actually played (for live streams).
+pub fn play_for(page_url: &str, seconds: f64) -> Playback {
+    run_play(page_url, seconds, "played")
+}
+
+/// play.mjs's own limit on one page; node is killed a margin after it if it hangs anyway.
+const PLAY_TIMEOUT_S: u64 = 60;
+
+fn run_play(page_url: &str, seconds: f64, until: &str) -> Playback {
     let script = repo_root().join("tests/js/play.mjs");
-    let out = Command::new("node")
+    let out = Command::new("timeout")
+        .args(["-k", "5", &(PLAY_TIMEOUT_S + 30).to_string(), "node"])
         .arg(&script)
         .arg(page_url)
         .arg(seconds.to_string())
+        .arg(PLAY_TIMEOUT_S.to_string())
+        .arg(until)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run node {}: {e}", script.display()));
@@ -692,7 +710,153 @@ pub fn play(page_url: &str, seconds: f64) -> Playback {
         .unwrap_or_else(|e| panic!("play.mjs printed no JSON ({e}): {stdout:?}\nstderr:\n{stderr}"));
     Playback {
         current_time: json["currentTime"].as_f64().unwrap_or(0.0),
+        played: json["played"].as_f64().unwrap_or(0.0),
         fatal: Some(json["fatal"].clone()).filter(|f| !f.is_null()),
         timed_out: json["timedOut"].as_bool().unwrap_or(false),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Real clients: ffmpeg, ffprobe and other child processes with a deadline
+// ---------------------------------------------------------------------------------------
+
+/// A child process (ffmpeg, a packager, …) whose stdout and stderr are collected line by line
+/// while it runs. Dropping it stops it by PID (SIGTERM, then SIGKILL) and reaps it, so a test
+/// that panics never leaves one behind.
+pub struct Bounded {
+    child: Child,
+    what: String,
+    stdout: Lines,
+    stderr: Lines,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// How a [`Bounded`] child ended, with everything it wrote.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Bounded {
+    /// Spawns `cmd` with stdin closed and both outputs piped.
+    pub fn spawn(cmd: &mut Command) -> Bounded {
+        let what = format!("{cmd:?}");
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let (stdout, out_reader) = read_lines(child.stdout.take().unwrap());
+        let (stderr, err_reader) = read_lines(child.stderr.take().unwrap());
+        Bounded { child, what, stdout, stderr, readers: vec![out_reader, err_reader] }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to `limit` for the child to exit by itself; panics (after killing it, with
+    /// its output in the message) if it does not.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let status = wait_timeout(&mut self.child, limit);
+        let Some(status) = status else {
+            terminate(&mut self.child);
+            self.join_readers();
+            panic!(
+                "{} still running after {limit:?}; killed.\nstdout:\n{}\nstderr:\n{}",
+                self.what,
+                self.stdout.lock().unwrap().join("\n"),
+                self.stderr_text()
+            );
+        };
+        self.join_readers();
+        Finished { status, stdout: self.stdout.lock().unwrap().join("\n"), stderr: self.stderr_text() }
+    }
+
+    /// Stops the child now (SIGTERM, then SIGKILL) and returns what it wrote.
+    pub fn stop(mut self) -> String {
+        terminate(&mut self.child);
+        self.join_readers();
+        self.stderr_text()
+    }
+
+    fn join_readers(&mut self) {
+        // The pipes close when the child is gone, so the readers end.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+fn read_lines<R: Read + Send + 'static>(reader: R) -> (Lines, std::thread::JoinHandle<()>) {
+    let lines: Lines = Arc::default();
+    let sink = Arc::clone(&lines);
+    let handle = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    // ffmpeg ends progress lines with \r; keep each piece as a line.
+                    let text = String::from_utf8_lossy(&buf);
+                    let mut sink = sink.lock().unwrap();
+                    for piece in text.split(['\r', '\n']).filter(|p| !p.is_empty()) {
+                        sink.push(strip_ansi(piece));
+                    }
+                }
+            }
+        }
+    });
+    (lines, handle)
+}
+
+/// Runs `cmd` to completion within `limit` (killed by PID and the test failed otherwise).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
+    Bounded::spawn(cmd).finish(limit)
+}
+
+/// The URL of the signed link `hlsgate serve` logged for `stream` at start
+/// (`signed link for this machine … stream=NAME url=http://…`).
+pub fn logged_link(server: &Server, stream: &str) -> String {
+    let line = server.wait_for_log(&format!("stream={stream} url="), Duration::from_secs(5));
+    assert!(line.contains("signed link for this machine"), "unexpected announcement: {line}");
+    log_field(&line, "url").unwrap_or_else(|| panic!("no url= in {line:?}"))
+}
+
+/// A `name=value` field of a tracing text line (values never contain spaces here).
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    line.split(' ').find_map(|word| word.strip_prefix(key.as_str())).map(|v| v.trim_matches('"').to_string())
+}
+
+/// Seconds of media ffmpeg wrote, from the last `out_time_us=` of `-progress pipe:1`.
+pub fn ffmpeg_out_seconds(progress: &str) -> f64 {
+    progress
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("out_time_us="))
+        .find_map(|v| v.trim().parse::<i64>().ok())
+        .map_or(0.0, |us| us as f64 / 1e6)
+}
+
+/// The URLs ffmpeg opened, in order, from its `Opening '…' for reading` lines (log level info).
+pub fn ffmpeg_opened(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.split_once("Opening '")?.1.split_once("' for reading").map(|(url, _)| url.to_string())
+        })
+        .collect()
 }
