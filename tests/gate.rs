@@ -728,6 +728,15 @@ async fn master_playlist_is_signed_uri_by_uri_and_otherwise_byte_identical() {
     assert_eq!(first.token, openssl_token(first.expires, &first.path, VIEWER, PL_KEY));
 
     check.fetch_all(&signed, OTHER).await;
+
+    // Under another Host, the URL naming this address is someone else's: left as written.
+    let resp = Request::get(server.viewer_addr(), &check.entry("/s/master.m3u8"))
+        .from(VIEWER)
+        .header("Host", "video.example.com")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.text().contains(&format!("\nhttp://{host}/s/high/index.m3u8\n")), "{}", resp.text());
 }
 
 #[tokio::test]
@@ -1433,6 +1442,34 @@ async fn sigterm_drains_an_in_flight_download_and_exits_0() {
     assert!(download.body == pattern(BIG, 4));
     let status = server.stop();
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test]
+async fn relative_streams_dir_is_relative_to_the_config_file() {
+    let setup = Setup::new("relative");
+    setup.file("rel/a.ts", "relative");
+    let config = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstreams_dir = \"streams\"\n\
+                  [streams.rel]\nkeys = [\"rel-key\"]\n";
+    // The test's working directory is the package root, not the config's folder.
+    let server = Server::start_in(setup.dir, config, &[]);
+    let resp = get(&server, &url("/rel/a.ts", "rel-key", Some(VIEWER), now() + 300), VIEWER).await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "relative"));
+}
+
+#[test]
+fn the_default_config_is_hlsgate_toml_in_the_working_directory() {
+    let dir = TempDir::new("default-config");
+    dir.write("hlsgate.toml", "[streams.s]\nkeys = [\"k\"]\nip_prefix_v6 = 129\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_hlsgate"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("streams.s.ip_prefix_v6"), "{stderr}");
 }
 
 /// Runs `hlsgate serve` directly on a config and returns (exit code, stderr).
