@@ -552,6 +552,13 @@ async fn missing_files_and_unknown_streams() {
     assert_eq!(get(&server, "/nosuch/a.ts", VIEWER).await.status, 404);
     assert_eq!(get(&server, &url("/nosuch/a.ts", "key-new", Some(VIEWER), exp), VIEWER).await.status, 404);
     assert_eq!(get(&server, "/", VIEWER).await.status, 404);
+    // Other methods: nothing without a token, 405 with one.
+    let target = url("/s/a.ts", "key-new", Some(VIEWER), exp);
+    let post = |t: &str| Request::new("POST", server.viewer_addr(), t).from(VIEWER);
+    assert_eq!(post("/s/a.ts").send().await.status, 403);
+    let resp = post(&target).send().await;
+    assert_eq!(resp.status, 405);
+    assert!(resp.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", resp.headers);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1140,6 +1147,19 @@ async fn sighup_applies_new_policies_to_issued_playlists() {
     let disk = disk(&server, "r/index.m3u8");
     let signed = check.check("/r/index.m3u8", &disk, 100, &[]).await;
     check.fetch_all(&signed, OTHER).await;
+
+    // trusted_proxies is reloadable too.
+    let behind = |server: &Server| {
+        let target = url("/r/a.ts", "key-two", Some("127.0.0.9"), now() + 300);
+        Request::get(server.viewer_addr(), &target).from("127.0.0.1").header("X-Forwarded-For", "127.0.0.9")
+    };
+    assert_eq!(behind(&server).send().await.status, 403);
+    let streams = "[streams.r]\nkeys = [\"key-two\"]\n";
+    let trusting = config_text(&server.dir().join("streams"), "trusted_proxies = [\"127.0.0.1\"]", streams);
+    server.rewrite_config(&trusting);
+    server.reload();
+    wait_for_lines(&server, "config reloaded", 2);
+    assert_eq!(behind(&server).send().await.status, 200);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1249,6 +1269,8 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
         url("/o/missing.ts", OPS_KEYS[0], Some(VIEWER), exp),
         "/o/../a.ts".to_string(),
         "/elsewhere/a.ts".to_string(),
+        // `%2E` spells the same playlist, and it is served (rewritten) as one.
+        url("/o/index.m3u8", OPS_KEYS[0], Some(VIEWER), exp).replacen("index.m3u8", "index%2Em3u8", 1),
     ] {
         get(&server, &target, VIEWER).await;
     }
@@ -1262,7 +1284,7 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
         )
     };
     assert_eq!(series("o", "media", "ok"), Some(2), "{text}");
-    assert_eq!(series("o", "playlist", "ok"), Some(1), "{text}");
+    assert_eq!(series("o", "playlist", "ok"), Some(2), "{text}");
     assert_eq!(series("o", "media", "forbidden"), Some(1), "{text}");
     assert_eq!(series("o", "playlist", "forbidden"), Some(1), "{text}");
     assert_eq!(series("o", "media", "expired"), Some(1), "{text}");
@@ -1274,10 +1296,10 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
         .filter(|l| l.starts_with("hlsgate_requests_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    assert_eq!(total, 9, "{text}");
+    assert_eq!(total, 10, "{text}");
     assert!(text.contains("# TYPE hlsgate_request_duration_seconds histogram"), "{text}");
-    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_count"), Some(9), "{text}");
-    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"+Inf\"}"), Some(9), "{text}");
+    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_count"), Some(10), "{text}");
+    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"+Inf\"}"), Some(10), "{text}");
     assert!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"0.0005\"}").is_some(), "{text}");
     assert_eq!(metric(&text, "hlsgate_config_reloads_total{result=\"ok\"}"), Some(0), "{text}");
     assert_eq!(metric(&text, "hlsgate_config_reloads_total{result=\"error\"}"), Some(0), "{text}");
