@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use percent_encoding::percent_decode_str;
 
 use super::error::Refusal;
 use super::gate::{self, Admitted};
@@ -33,7 +34,7 @@ pub async fn handle(
     let (req, _body) = req.into_parts();
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
-    let kind = if req.uri.path().ends_with(".m3u8") { Kind::Playlist } else { Kind::Media };
+    let kind = kind_of(req.uri.path());
     let stream = stream_label(req.uri.path(), |s| generation.streams.contains_key(s));
 
     let result = match gate::admit(&req.uri, client, &generation, unix_now()) {
@@ -50,6 +51,16 @@ pub async fn handle(
             tracing::info!(client = %client, path = %req.uri.path(), status = refusal.status().as_u16(), reason = %refusal.reason(), "refused");
             refusal.into_response()
         }
+    }
+}
+
+/// The `kind` metric label, from the decoded path: `index%2Em3u8` is served (and rewritten) as
+/// the playlist it names, so it is counted as one.
+fn kind_of(raw_path: &str) -> Kind {
+    if percent_decode_str(raw_path).decode_utf8_lossy().ends_with(".m3u8") {
+        Kind::Playlist
+    } else {
+        Kind::Media
     }
 }
 
@@ -209,6 +220,14 @@ mod tests {
         assert_eq!(stream_label("/demo/a.ts", known), "demo");
         assert_eq!(stream_label("/random-1234/a.ts", known), "unknown");
         assert_eq!(stream_label("/", known), "unknown");
+    }
+
+    #[test]
+    fn kind_follows_the_decoded_path() {
+        assert_eq!(kind_of("/demo/index.m3u8"), Kind::Playlist);
+        assert_eq!(kind_of("/demo/index%2Em3u8"), Kind::Playlist);
+        assert_eq!(kind_of("/demo/a.ts"), Kind::Media);
+        assert_eq!(kind_of("/demo/a.m3u8.ts"), Kind::Media);
     }
 
     #[test]
