@@ -1271,6 +1271,8 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
         "/elsewhere/a.ts".to_string(),
         // `%2E` spells the same playlist, and it is served (rewritten) as one.
         url("/o/index.m3u8", OPS_KEYS[0], Some(VIEWER), exp).replacen("index.m3u8", "index%2Em3u8", 1),
+        // And `%6F` spells stream `o`.
+        url("/o/a.ts", OPS_KEYS[0], Some(VIEWER), exp).replacen("/o/", "/%6F/", 1),
     ] {
         get(&server, &target, VIEWER).await;
     }
@@ -1283,7 +1285,7 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
             &format!("hlsgate_requests_total{{stream=\"{stream}\",kind=\"{kind}\",outcome=\"{outcome}\"}}"),
         )
     };
-    assert_eq!(series("o", "media", "ok"), Some(2), "{text}");
+    assert_eq!(series("o", "media", "ok"), Some(3), "{text}");
     assert_eq!(series("o", "playlist", "ok"), Some(2), "{text}");
     assert_eq!(series("o", "media", "forbidden"), Some(1), "{text}");
     assert_eq!(series("o", "playlist", "forbidden"), Some(1), "{text}");
@@ -1296,10 +1298,10 @@ async fn metrics_count_requests_by_stream_kind_and_outcome() {
         .filter(|l| l.starts_with("hlsgate_requests_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
-    assert_eq!(total, 10, "{text}");
+    assert_eq!(total, 11, "{text}");
     assert!(text.contains("# TYPE hlsgate_request_duration_seconds histogram"), "{text}");
-    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_count"), Some(10), "{text}");
-    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"+Inf\"}"), Some(10), "{text}");
+    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_count"), Some(11), "{text}");
+    assert_eq!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"+Inf\"}"), Some(11), "{text}");
     assert!(metric(&text, "hlsgate_request_duration_seconds_bucket{le=\"0.0005\"}").is_some(), "{text}");
     assert_eq!(metric(&text, "hlsgate_config_reloads_total{result=\"ok\"}"), Some(0), "{text}");
     assert_eq!(metric(&text, "hlsgate_config_reloads_total{result=\"error\"}"), Some(0), "{text}");
