@@ -35,7 +35,8 @@ pub async fn handle(
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
     let kind = kind_of(req.uri.path());
-    let stream = stream_label(req.uri.path(), |s| generation.streams.contains_key(s));
+    let stream =
+        stream_label(req.uri.path(), |s| generation.streams.get_key_value(s).map(|(name, _)| name.as_str()));
 
     let result = match gate::admit(&req.uri, client, &generation, unix_now()) {
         Ok(admitted) => answer(&app, admitted, client, &req).await,
@@ -65,13 +66,11 @@ fn kind_of(raw_path: &str) -> Kind {
 }
 
 /// The `stream` metric label: a configured stream's name, else `unknown` (bounded cardinality).
-fn stream_label(raw_path: &str, known: impl Fn(&str) -> bool) -> &str {
-    let first = raw_path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if known(first) {
-        first
-    } else {
-        "unknown"
-    }
+/// Read from the decoded path, as the gate reads it: `/%6F/a.ts` is served from stream `o`.
+fn stream_label<'a>(raw_path: &str, known: impl Fn(&str) -> Option<&'a str>) -> &'a str {
+    let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
+    let first = decoded.trim_start_matches('/').split('/').next().unwrap_or("");
+    known(first).unwrap_or("unknown")
 }
 
 async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> Result<Response, Refusal> {
@@ -216,8 +215,9 @@ mod tests {
 
     #[test]
     fn stream_label_is_bounded_to_known_streams() {
-        let known = |s: &str| s == "demo";
+        let known = |s: &str| (s == "demo").then_some("demo");
         assert_eq!(stream_label("/demo/a.ts", known), "demo");
+        assert_eq!(stream_label("/%64emo/a.ts", known), "demo");
         assert_eq!(stream_label("/random-1234/a.ts", known), "unknown");
         assert_eq!(stream_label("/", known), "unknown");
     }
