@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use percent_encoding::percent_decode_str;
 
 use super::error::Refusal;
 use super::gate::{self, Admitted};
@@ -33,8 +34,9 @@ pub async fn handle(
     let (req, _body) = req.into_parts();
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
-    let kind = if req.uri.path().ends_with(".m3u8") { Kind::Playlist } else { Kind::Media };
-    let stream = stream_label(req.uri.path(), |s| generation.streams.contains_key(s));
+    let kind = kind_of(req.uri.path());
+    let stream =
+        stream_label(req.uri.path(), |s| generation.streams.get_key_value(s).map(|(name, _)| name.as_str()));
 
     let result = match gate::admit(&req.uri, client, &generation, unix_now()) {
         Ok(admitted) => answer(&app, admitted, client, &req).await,
@@ -53,14 +55,22 @@ pub async fn handle(
     }
 }
 
-/// The `stream` metric label: a configured stream's name, else `unknown` (bounded cardinality).
-fn stream_label(raw_path: &str, known: impl Fn(&str) -> bool) -> &str {
-    let first = raw_path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if known(first) {
-        first
+/// The `kind` metric label, from the decoded path: `index%2Em3u8` is served (and rewritten) as
+/// the playlist it names, so it is counted as one.
+fn kind_of(raw_path: &str) -> Kind {
+    if percent_decode_str(raw_path).decode_utf8_lossy().ends_with(".m3u8") {
+        Kind::Playlist
     } else {
-        "unknown"
+        Kind::Media
     }
+}
+
+/// The `stream` metric label: a configured stream's name, else `unknown` (bounded cardinality).
+/// Read from the decoded path, as the gate reads it: `/%6F/a.ts` is served from stream `o`.
+fn stream_label<'a>(raw_path: &str, known: impl Fn(&str) -> Option<&'a str>) -> &'a str {
+    let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
+    let first = decoded.trim_start_matches('/').split('/').next().unwrap_or("");
+    known(first).unwrap_or("unknown")
 }
 
 async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> Result<Response, Refusal> {
@@ -205,10 +215,19 @@ mod tests {
 
     #[test]
     fn stream_label_is_bounded_to_known_streams() {
-        let known = |s: &str| s == "demo";
+        let known = |s: &str| (s == "demo").then_some("demo");
         assert_eq!(stream_label("/demo/a.ts", known), "demo");
+        assert_eq!(stream_label("/%64emo/a.ts", known), "demo");
         assert_eq!(stream_label("/random-1234/a.ts", known), "unknown");
         assert_eq!(stream_label("/", known), "unknown");
+    }
+
+    #[test]
+    fn kind_follows_the_decoded_path() {
+        assert_eq!(kind_of("/demo/index.m3u8"), Kind::Playlist);
+        assert_eq!(kind_of("/demo/index%2Em3u8"), Kind::Playlist);
+        assert_eq!(kind_of("/demo/a.ts"), Kind::Media);
+        assert_eq!(kind_of("/demo/a.m3u8.ts"), Kind::Media);
     }
 
     #[test]

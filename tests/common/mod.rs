@@ -266,6 +266,73 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A response read as it arrives rather than to EOF: for tests that must hold a download open
+/// (read a little, let the token expire or the server drain, then read the rest).
+pub struct Streaming {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes received so far, framing untouched (the big-file path sends Content-Length).
+    pub body: Vec<u8>,
+    stream: tokio::net::TcpStream,
+}
+
+impl Streaming {
+    /// Connects from `req.from`, sends the request and reads until the head is complete.
+    pub async fn open(req: &Request) -> io::Result<Streaming> {
+        let socket = if req.to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(req.from, 0))?;
+        let mut stream = within(req.timeout, socket.connect(req.to)).await??;
+        stream.write_all(&req.to_bytes()).await?;
+        let mut got = Vec::new();
+        let end = loop {
+            if let Some(end) = find(&got, b"\r\n\r\n") {
+                break end;
+            }
+            let mut buf = [0u8; 4096];
+            let n = within(req.timeout, stream.read(&mut buf)).await??;
+            if n == 0 {
+                return Err(bad("connection closed before the end of the response head"));
+            }
+            got.extend_from_slice(&buf[..n]);
+        };
+        let head = std::str::from_utf8(&got[..end]).map_err(|e| bad(format!("non-UTF-8 head: {e}")))?;
+        let mut lines = head.split("\r\n");
+        let (status, _) = parse_status_line(lines.next().unwrap_or(""))?;
+        let headers = lines.map(parse_header_line).collect::<io::Result<Vec<_>>>()?;
+        let body = got[end + 4..].to_vec();
+        Ok(Streaming { status, headers, body, stream })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Reads until at least `n` body bytes have arrived (or EOF, which is an error).
+    pub async fn read_at_least(&mut self, n: usize) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 << 10];
+        while self.body.len() < n {
+            let got = within(HTTP_TIMEOUT, self.stream.read(&mut buf)).await??;
+            if got == 0 {
+                return Err(bad(format!("EOF after {} of {n} body bytes", self.body.len())));
+            }
+            self.body.extend_from_slice(&buf[..got]);
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the body, to EOF (requests are sent with `Connection: close`).
+    pub async fn read_to_end(&mut self) -> io::Result<()> {
+        within(HTTP_TIMEOUT, self.stream.read_to_end(&mut self.body)).await??;
+        Ok(())
+    }
+}
+
+async fn within<T>(limit: Duration, work: impl std::future::Future<Output = T>) -> io::Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("nothing within {limit:?}")))
+}
+
 // ---------------------------------------------------------------------------------------
 // Temp dirs and configs
 // ---------------------------------------------------------------------------------------
