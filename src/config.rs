@@ -73,73 +73,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `base` is the folder relative paths are resolved against.
 pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e, text))?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| toml_error(&e, text))?;
     raw.validate(base)
 }
 
-fn toml_error(e: &toml::de::Error, text: &str) -> ConfigError {
-    // Keep the message on one line for logs.
-    let message = e.message().replace('\n', " ");
-    // An unknown field is named by the message; a bad value only by where it sits, since
-    // toml's message for it ("invalid type: …") does not say which key it was.
-    let field = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains("field"))
-        .map(str::to_string)
-        .or_else(|| e.span().and_then(|span| field_at(text, span.start)))
-        .unwrap_or_else(|| "config".to_string());
+/// A TOML or type error, named by the dotted path of the field it is in.
+fn toml_error(e: &serde_path_to_error::Error<toml::de::Error>, text: &str) -> ConfigError {
+    let message = e.inner().message().replace('\n', " ");
+    // The path is "." for a syntax error, which belongs to no field.
+    let field = match e.path().to_string() {
+        root if root == "." => "config".to_string(),
+        field => field,
+    };
     // serde quotes the offending value ("invalid type: string \"…\""): for a key that value is
     // the secret itself, and this message goes to the log.
     let problem = if is_keys_field(&field) { "must be a list of strings".to_string() } else { message };
-    let line = e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default();
-    ConfigError::new(field, format!("{problem}{line}"))
+    let line =
+        e.inner().span().and_then(|span| text.get(..span.start)).map(|before| before.lines().count().max(1));
+    let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
+    ConfigError::new(field, format!("{problem}{at}"))
 }
 
 fn is_keys_field(field: &str) -> bool {
-    field == "keys" || field.ends_with(".keys")
-}
-
-/// The dotted name of the key whose value sits at `offset`: the nearest `name =` at or above
-/// it (values may span lines), under the nearest `[table]` above that. None when the offset
-/// is not inside a value (a syntax error in a header, say).
-fn field_at(text: &str, offset: usize) -> Option<String> {
-    let mut lines = text.get(..offset)?.lines().rev();
-    let key = lines.by_ref().find_map(|line| match line_kind(line) {
-        Line::Key(key) => Some(Some(key)),
-        Line::Table(_) => Some(None),
-        Line::Other => None,
-    })??;
-    let table = lines.find_map(|line| match line_kind(line) {
-        Line::Table(table) => Some(table),
-        _ => None,
-    });
-    Some(match table {
-        Some(table) => format!("{table}.{key}"),
-        None => key.to_string(),
-    })
-}
-
-enum Line<'a> {
-    /// `name = …`, with the bare (possibly dotted) name.
-    Key(&'a str),
-    /// `[table]` or `[[table]]`, with the name unquoted.
-    Table(String),
-    Other,
-}
-
-fn line_kind(line: &str) -> Line<'_> {
-    let line = line.trim_start();
-    if let Some(header) = line.strip_prefix('[') {
-        let name = header.split('#').next().unwrap_or("").trim_end();
-        let name = name.trim_start_matches('[').trim_end_matches(']').trim();
-        return Line::Table(name.replace('"', ""));
-    }
-    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    match line.split_once('=') {
-        Some((name, _)) if !name.trim().is_empty() && name.trim().chars().all(bare) => Line::Key(name.trim()),
-        _ => Line::Other,
-    }
+    field == "keys" || field.ends_with(".keys") || field.contains(".keys[")
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,12 +380,12 @@ mod tests {
             ("[streams.a]\nkeys = [\"k\"]\ntoken_params = [\"md5\"]\n", "streams.a.token_params"),
             ("[streams.\"a/b\"]\nkeys = [\"k\"]\n", "streams.a/b"),
             ("header_read_timeout = 0\n", "header_read_timeout"),
-            ("[streams.a]\nkeys = [\"k\"]\nbogus = 1\n", "bogus"),
+            ("[streams.a]\nkeys = [\"k\"]\nbogus = 1\n", "streams.a.bogus"),
             ("[streams.a]\nkeys = [\"k\"]\nentry_ip = \"sometimes\"\n", "streams.a.entry_ip"),
             ("[defaults]  # d\nsegment_ttl = \"often\"\n", "defaults.segment_ttl"),
             ("skew = 1\n", "skew"),
             ("listen = 8080\n", "listen"),
-            ("[streams.\"a\"]\nkeys = [\n  \"k\",\n  5,\n]\n", "streams.a.keys"),
+            ("[streams.\"a\"]\nkeys = [\n  \"k\",\n  5,\n]\n", "streams.a.keys[1]"),
             ("this is [[[ not toml\n", "config"),
         ];
         for (text, field) in cases {

@@ -1,14 +1,13 @@
-//! The gate: where every viewer request is checked, in this order — path (400), stream (404),
-//! token for this path and this address (403 / 410). Nothing reaches the origin before it.
+//! The gate: where every viewer request is checked. The path has already passed
+//! `request_path` (400); here come the stream (404) and the token for this path and this
+//! address (403 / 410). Nothing reaches the origin before it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::Uri;
-
 use super::error::Refusal;
 use crate::keys::{Generation, StreamPolicy};
-use crate::request_path::{self, StreamPath};
+use crate::request_path::StreamPath;
 use crate::token::{self, Accept};
 
 /// A request that passed: which stream's policy applies and which file it may fetch.
@@ -17,11 +16,16 @@ pub struct Admitted {
     pub path: StreamPath,
 }
 
-/// Checks one request against the generation of keys in force.
-pub fn admit(uri: &Uri, client: IpAddr, generation: &Generation, now: u64) -> Result<Admitted, Refusal> {
-    let path = request_path::parse(uri.path()).map_err(Refusal::BadPath)?;
+/// Checks one request (its parsed path and raw query) against the generation of keys in force.
+pub fn admit(
+    path: StreamPath,
+    query: &str,
+    client: IpAddr,
+    generation: &Generation,
+    now: u64,
+) -> Result<Admitted, Refusal> {
     let policy = generation.streams.get(path.stream()).ok_or(Refusal::UnknownStream)?;
-    check_token(policy, &path, uri.query().unwrap_or(""), client, now)?;
+    check_token(policy, &path, query, client, now)?;
     Ok(Admitted { policy: Arc::clone(policy), path })
 }
 

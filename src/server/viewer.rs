@@ -11,16 +11,17 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use percent_encoding::percent_decode_str;
 
 use super::error::Refusal;
 use super::gate::{self, Admitted};
 use super::media::{self, RangeAsk};
 use super::App;
 use crate::client_ip::client_ip;
+use crate::keys::Generation;
 use crate::metrics::{Kind, Outcome};
 use crate::origin::{self, Fetched, OriginError};
 use crate::playlist::{self, Issue, Location};
+use crate::request_path::{self, StreamPath};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -34,13 +35,15 @@ pub async fn handle(
     let (req, _body) = req.into_parts();
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
-    let kind = kind_of(req.uri.path());
-    let stream =
-        stream_label(req.uri.path(), |s| generation.streams.get_key_value(s).map(|(name, _)| name.as_str()));
+    let path = request_path::parse(req.uri.path());
+    let (stream, kind) = labels(path.as_ref().ok(), req.uri.path(), &generation);
 
-    let result = match gate::admit(&req.uri, client, &generation, unix_now()) {
-        Ok(admitted) => answer(&app, admitted, client, &req).await,
-        Err(refusal) => Err(refusal),
+    let result = match path {
+        Ok(path) => match gate::admit(path, req.uri.query().unwrap_or(""), client, &generation, unix_now()) {
+            Ok(admitted) => answer(&app, admitted, client, &req).await,
+            Err(refusal) => Err(refusal),
+        },
+        Err(bad) => Err(Refusal::BadPath(bad)),
     };
     match result {
         Ok(response) => {
@@ -55,22 +58,16 @@ pub async fn handle(
     }
 }
 
-/// The `kind` metric label, from the decoded path: `index%2Em3u8` is served (and rewritten) as
-/// the playlist it names, so it is counted as one.
-fn kind_of(raw_path: &str) -> Kind {
-    if percent_decode_str(raw_path).decode_utf8_lossy().ends_with(".m3u8") {
-        Kind::Playlist
-    } else {
-        Kind::Media
-    }
-}
-
-/// The `stream` metric label: a configured stream's name, else `unknown` (bounded cardinality).
-/// Read from the decoded path, as the gate reads it: `/%6F/a.ts` is served from stream `o`.
-fn stream_label<'a>(raw_path: &str, known: impl Fn(&str) -> Option<&'a str>) -> &'a str {
-    let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
-    let first = decoded.trim_start_matches('/').split('/').next().unwrap_or("");
-    known(first).unwrap_or("unknown")
+/// The metric labels, read from the decoded path as the gate reads it (`/%64emo/index%2Em3u8`
+/// is the demo's playlist), or from the raw path when it was refused as malformed. The stream
+/// label only ever takes a configured stream's name, so a scanner cannot grow the series.
+fn labels<'a>(path: Option<&StreamPath>, raw: &str, generation: &'a Generation) -> (&'a str, Kind) {
+    let (first, playlist) = match path {
+        Some(path) => (path.stream(), path.is_playlist()),
+        None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), raw.ends_with(".m3u8")),
+    };
+    let stream = generation.streams.get_key_value(first).map_or("unknown", |(name, _)| name.as_str());
+    (stream, if playlist { Kind::Playlist } else { Kind::Media })
 }
 
 async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> Result<Response, Refusal> {
@@ -214,20 +211,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stream_label_is_bounded_to_known_streams() {
-        let known = |s: &str| (s == "demo").then_some("demo");
-        assert_eq!(stream_label("/demo/a.ts", known), "demo");
-        assert_eq!(stream_label("/%64emo/a.ts", known), "demo");
-        assert_eq!(stream_label("/random-1234/a.ts", known), "unknown");
-        assert_eq!(stream_label("/", known), "unknown");
-    }
-
-    #[test]
-    fn kind_follows_the_decoded_path() {
-        assert_eq!(kind_of("/demo/index.m3u8"), Kind::Playlist);
-        assert_eq!(kind_of("/demo/index%2Em3u8"), Kind::Playlist);
-        assert_eq!(kind_of("/demo/a.ts"), Kind::Media);
-        assert_eq!(kind_of("/demo/a.m3u8.ts"), Kind::Media);
+    fn labels_follow_the_decoded_path_and_stay_bounded() {
+        let mut generation = Generation::default();
+        let policy =
+            crate::config::parse("[streams.demo]\nkeys = [\"k\"]\n", std::path::Path::new("/")).unwrap();
+        generation.streams = policy.generation().streams;
+        let label = |raw: &str| labels(request_path::parse(raw).ok().as_ref(), raw, &generation);
+        assert_eq!(label("/demo/a.ts"), ("demo", Kind::Media));
+        assert_eq!(label("/%64emo/index%2Em3u8"), ("demo", Kind::Playlist));
+        assert_eq!(label("/demo/a.m3u8.ts"), ("demo", Kind::Media));
+        assert_eq!(label("/random-1234/a.m3u8"), ("unknown", Kind::Playlist));
+        assert_eq!(label("/demo/../x.m3u8"), ("demo", Kind::Playlist));
+        assert_eq!(label("/%2e%2e/x.ts"), ("unknown", Kind::Media));
     }
 
     #[test]
