@@ -179,6 +179,14 @@ impl RawConfig {
                 parse_net(text).map_err(|p| ConfigError::new(format!("trusted_proxies[{i}]"), p))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            if !is_cors_origin(origin) {
+                return Err(ConfigError::new(
+                    format!("cors_origins[{i}]"),
+                    format!("`{origin}` is not \"*\" or an origin like https://www.example.com"),
+                ));
+            }
+        }
         let mut streams = BTreeMap::new();
         for (name, raw) in &self.streams {
             streams.insert(name.clone(), build_policy(name, raw, &self.defaults)?);
@@ -310,6 +318,17 @@ fn param_names(names: &[String]) -> Result<ParamNames, String> {
     Ok(ParamNames { token: token.clone(), expires: expires.clone() })
 }
 
+/// `*`, or `scheme://host[:port]` as a browser sends it in `Origin` (no path, no slash).
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
 pub fn is_stream_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -380,6 +399,8 @@ mod tests {
             ("[streams.a]\nkeys = [\"k\"]\ntoken_params = [\"md5\"]\n", "streams.a.token_params"),
             ("[streams.\"a/b\"]\nkeys = [\"k\"]\n", "streams.a/b"),
             ("header_read_timeout = 0\n", "header_read_timeout"),
+            ("cors_origins = [\"https://a.example\", \"a.example\"]\n", "cors_origins[1]"),
+            ("cors_origins = [\"https://a.example/\"]\n", "cors_origins[0]"),
             ("[streams.a]\nkeys = [\"k\"]\nbogus = 1\n", "streams.a.bogus"),
             ("[streams.a]\nkeys = [\"k\"]\nentry_ip = \"sometimes\"\n", "streams.a.entry_ip"),
             ("[defaults]  # d\nsegment_ttl = \"often\"\n", "defaults.segment_ttl"),
@@ -402,6 +423,14 @@ mod tests {
         let e = parse_err("[streams.a]\nkeys = \"topsecret\"\n");
         assert_eq!(e.field, "streams.a.keys");
         assert!(!e.to_string().contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn cors_origins_accept_browser_origins() {
+        let c = parse_ok(
+            "cors_origins = [\"https://www.example.com\", \"http://127.0.0.1:8080\", \"http://[::1]:80\"]\n",
+        );
+        assert_eq!(c.cors_origins.len(), 3);
     }
 
     #[test]

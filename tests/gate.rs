@@ -1511,6 +1511,42 @@ fn serve_once(config: &str) -> (Option<i32>, String) {
 }
 
 #[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = TempDir::new("jsonlog");
+    let path = dir.write(
+        "hlsgate.toml",
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[streams.s]\nkeys = [\"json-secret\"]\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hlsgate"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = collect_lines(child.stderr.take().unwrap(), move |line| {
+        if line.contains("hlsgate ready") {
+            let _ = tx.send(line.to_string());
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20));
+    let status = terminate(&mut child);
+    let ready =
+        ready.unwrap_or_else(|e| panic!("no ready line ({e}); {status:?}: {:?}", lines.lock().unwrap()));
+    let json: serde_json::Value = serde_json::from_str(&ready).unwrap_or_else(|e| panic!("{e}: {ready}"));
+    assert_eq!(json["level"], "INFO", "{ready}");
+    assert_eq!(json["fields"]["message"], "hlsgate ready", "{ready}");
+    let viewers: SocketAddr = json["fields"]["viewers"].as_str().unwrap().parse().unwrap();
+    assert_eq!(viewers.ip().to_string(), "127.0.0.1");
+    for line in lines.lock().unwrap().iter() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(!line.contains("json-secret"), "a key in the log: {line}");
+    }
+}
+
+#[test]
 fn a_bad_config_exits_2_naming_the_field() {
     let base = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
     for (config, field) in [
@@ -1524,6 +1560,7 @@ fn a_bad_config_exits_2_naming_the_field() {
         (format!("{base}bogus_field = 1\n"), "bogus_field"),
         (format!("{base}[streams.s]\nkeys = [\"k\"]\nentry_ip = \"sometimes\"\n"), "streams.s.entry_ip"),
         (format!("{base}[defaults]\nskew = \"5\"\n"), "defaults.skew"),
+        (format!("{base}cors_origins = [\"example.com\"]\n"), "cors_origins[0]"),
     ] {
         let (code, stderr) = serve_once(&config);
         assert_eq!(code, Some(2), "{config}\n{stderr}");
