@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -317,32 +316,6 @@ impl Rewritten<'_> {
             assert_eq!(resp.status, 403, "{} from {elsewhere}: {}", s.target, resp.text());
         }
     }
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// nginx's documented recipe, with no code of ours in it.
-fn openssl_token(expires: u64, path: &str, ip: &str, key: &str) -> String {
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-md5", "-binary"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl must be installed (scripts/test-deps.sh)");
-    child.stdin.take().unwrap().write_all(format!("{expires}{path}{ip} {key}").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    b64url(&out.stdout)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -248,50 +248,38 @@ fn quoted(s: &str) -> String {
     format!("'{s}'")
 }
 
-#[test]
-fn readme_python_snippet_matches_every_vector() {
-    let snippet = readme_snippet("python");
+/// Runs a README snippet once per vector, with a call written in the snippet's language, and
+/// compares what it prints with the vector's URL.
+fn snippet_matches_every_vector(name: &str, program: &str, flag: &str, call: fn(&str) -> String) {
+    let snippet = readme_snippet(name);
+    // `php -r` takes code without the opening tag.
+    let snippet = snippet.trim_start_matches("<?php");
     for v in vectors() {
-        let call = format!(
-            "\nprint(signed_url({}, {}, {}, {}))\n",
+        let args = format!(
+            "{}, {}, {}, {}",
             quoted(&v.path),
             quoted(&v.secret),
             v.expires,
             quoted(v.ip.as_deref().unwrap_or(""))
         );
-        assert_eq!(run("python3", &["-c"], &(snippet.clone() + &call)).trim(), v.url);
+        let code = format!("{snippet}\n{}\n", call(&args));
+        assert_eq!(run(program, &[flag], &code).trim(), v.url, "{name}");
     }
+}
+
+#[test]
+fn readme_python_snippet_matches_every_vector() {
+    snippet_matches_every_vector("python", "python3", "-c", |args| format!("print(signed_url({args}))"));
 }
 
 #[test]
 fn readme_php_snippet_matches_every_vector() {
-    let snippet = readme_snippet("php");
-    let snippet = snippet.trim_start_matches("<?php");
-    for v in vectors() {
-        let call = format!(
-            "\necho signed_url({}, {}, {}, {});\n",
-            quoted(&v.path),
-            quoted(&v.secret),
-            v.expires,
-            quoted(v.ip.as_deref().unwrap_or(""))
-        );
-        assert_eq!(run("php", &["-r"], &(snippet.to_string() + &call)).trim(), v.url);
-    }
+    snippet_matches_every_vector("php", "php", "-r", |args| format!("echo signed_url({args});"));
 }
 
 #[test]
 fn readme_node_snippet_matches_every_vector() {
-    let snippet = readme_snippet("node");
-    for v in vectors() {
-        let call = format!(
-            "\nconsole.log(signedUrl({}, {}, {}, {}));\n",
-            quoted(&v.path),
-            quoted(&v.secret),
-            v.expires,
-            quoted(v.ip.as_deref().unwrap_or(""))
-        );
-        assert_eq!(run("node", &["-e"], &(snippet.clone() + &call)).trim(), v.url);
-    }
+    snippet_matches_every_vector("node", "node", "-e", |args| format!("console.log(signedUrl({args}));"));
 }
 
 #[test]

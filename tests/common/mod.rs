@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -926,4 +926,32 @@ pub fn ffmpeg_opened(stderr: &str) -> Vec<String> {
             l.split_once("Opening '")?.1.split_once("' for reading").map(|(url, _)| url.to_string())
         })
         .collect()
+}
+
+/// A token computed with no code of ours in it: `openssl dgst -md5`, then base64url written out
+/// here rather than the crate's. `ip` is the binding text ("" for an IP-less token).
+pub fn openssl_token(expires: u64, path: &str, ip: &str, key: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-md5", "-binary"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed (scripts/test-deps.sh)");
+    child.stdin.take().unwrap().write_all(format!("{expires}{path}{ip} {key}").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    b64url(&out.stdout)
+}
+
+/// Base64url without padding.
+fn b64url(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
