@@ -462,6 +462,37 @@ async fn prefix_binding_lets_a_neighbour_in_the_network_use_issued_tokens() {
 }
 
 #[tokio::test]
+async fn ipv6_viewers_are_bound_in_rfc5952_text_and_by_prefix() {
+    let setup = Setup::new("ipv6");
+    setup
+        .file("v/index.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXT-X-ENDLIST\n")
+        .file("v/a.ts", "six");
+    let config = format!(
+        "listen = \"[::1]:0\"\nadmin_listen = \"127.0.0.1:0\"\nstreams_dir = {}\n\
+         [streams.v]\nkeys = [\"v6-key\"]\nentry_ip = \"required\"\nip_prefix_v6 = 64\n",
+        toml_path(&setup.streams())
+    );
+    let server = Server::start_in(setup.dir, &config, &[]);
+    assert!(server.viewer_addr().is_ipv6(), "{}", server.viewer_addr());
+    let exp = now() + 300;
+
+    // A link bound to the viewer's address as RFC 5952 text opens; one for another address not.
+    let entry = url("/v/index.m3u8", "v6-key", Some("::1"), exp);
+    let resp = get(&server, &entry, "::1").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let spelled_long = url("/v/a.ts", "v6-key", Some("0:0:0:0:0:0:0:1"), exp);
+    assert_eq!(get(&server, &spelled_long, "::1").await.status, 403, "only the canonical text is hashed");
+    assert_eq!(get(&server, &url("/v/a.ts", "v6-key", Some("2001:db8::1"), exp), "::1").await.status, 403);
+
+    // What hlsgate issues is bound to the viewer's /64, written `::/64`.
+    let uri = uris(&resp.text()).pop().expect("one segment URI");
+    let signed = signed_uri(&uri, "/v/index.m3u8", "", &ParamNames::default()).expect("signed");
+    assert_eq!(signed.token, sign(signed.expires, "/v/a.ts", Some("::/64"), &Key::new("v6-key")));
+    let media = get(&server, &signed.target, "::1").await;
+    assert_eq!((media.status, media.body.as_slice()), (200, &b"six"[..]));
+}
+
+#[tokio::test]
 async fn skew_is_tolerance_after_expiry() {
     let server = token_setup();
     // Margins of 30 s either side: no clock tick can flip these.

@@ -934,4 +934,51 @@ fileSequence267.mp4
             assert_eq!(remove_dot_segments(input), output, "{input}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines a packager might write, and some it should not.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                // URIs with queries and fragments; an empty `?` or an old token would be
+                // (rightly) rewritten, so they are left to the unit tests.
+                "[a-z0-9_./%-]{1,14}(\\?[a-z_]{1,4}=[0-9]{0,3}(&[a-z]=[a-z]{0,2})?)?(#[a-z]{0,3})?",
+                "#EXTINF:[0-9]{1,2}\\.[0-9]{3},[a-z ]{0,6}",
+                "#EXT-X-KEY:METHOD=AES-128,URI=\"[a-z0-9./-]{0,10}\"(,IV=0x[0-9A-F]{4})?",
+                "#EXT-X-MAP:URI=\"[a-z./]{1,8}\"(,BYTERANGE=\"[0-9]{1,3}@[0-9]{1,3}\")?",
+                "#EXT-X-PART:DURATION=0\\.5,URI=\"[a-z0-9.]{1,8}\"(,INDEPENDENT=YES)?",
+                "#EXT-X-[A-Z-]{1,10}(:[A-Z0-9=,\"./-]{0,16})?",
+                "# [ -~]{0,12}",
+                Just(String::new()),
+            ]
+        }
+
+        proptest! {
+            /// Whatever bytes come from an origin: an answer, never a panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), now in 1u64..4_000_000_000_000) {
+                let (key, names) = (key(), ParamNames::default());
+                let _ = rewrite(&bytes, &here("/s/a/index.m3u8"), &issue(&key, &names, NOW));
+                let _ = simulate_live(&bytes, 3, now);
+                let mut playlist = b"#EXTM3U\n".to_vec();
+                playlist.extend_from_slice(&bytes);
+                let _ = rewrite(&playlist, &here("/s/a/index.m3u8"), &issue(&key, &names, NOW));
+                let _ = simulate_live(&playlist, 3, now);
+            }
+
+            /// A playlist either refuses to rewrite, or comes back identical once the tokens are
+            /// taken out: nothing but URIs ever changes. (These generated playlists all rewrite.)
+            #[test]
+            fn only_uris_change(lines in proptest::collection::vec(line(), 0..16), crlf in any::<bool>()) {
+                let ending = if crlf { "\r\n" } else { "\n" };
+                let text = format!("#EXTM3U{ending}#EXT-X-TARGETDURATION:4{ending}{}", lines.join(ending));
+                let (key, names) = (key(), ParamNames::default());
+                let out = rewrite(text.as_bytes(), &here("/s/a/index.m3u8"), &issue(&key, &names, NOW));
+                prop_assert!(out.is_ok(), "{:?}", out);
+                prop_assert_eq!(strip_tokens(&out.unwrap_or_default()), text);
+            }
+        }
+    }
 }
