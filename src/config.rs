@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::keys::{EntryIp, Generation, StreamPolicy};
+use crate::keys::{EntryIp, Generation, KeyRing, StreamPolicy};
 use crate::playlist::SegmentTtl;
 use crate::token::{Key, ParamNames};
 
@@ -222,25 +222,7 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
             "a stream name is letters, digits, '-' and '_' (it is the first URL path segment)",
         ));
     }
-    let keys: Vec<Key> = match &raw.keys {
-        None => {
-            return Err(ConfigError::new(format!("streams.{name}.keys"), "missing: list at least one key"))
-        }
-        Some(keys) if keys.is_empty() => {
-            return Err(ConfigError::new(format!("streams.{name}.keys"), "empty: list at least one key"))
-        }
-        Some(keys) => keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                if k.is_empty() {
-                    Err(ConfigError::new(format!("streams.{name}.keys[{i}]"), "a key cannot be empty"))
-                } else {
-                    Ok(Key::new(k.clone()))
-                }
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let keys = key_ring(name, raw.keys.as_deref())?;
     let segment_ttl = raw.segment_ttl.or(defaults.segment_ttl).unwrap_or(SegmentTtl::Auto);
     if segment_ttl == SegmentTtl::Seconds(0) {
         return Err(ConfigError::new(
@@ -295,6 +277,20 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
         simulate_live: raw.simulate_live.or(defaults.simulate_live).unwrap_or(false),
         live_window,
     })
+}
+
+fn key_ring(stream: &str, keys: Option<&[String]>) -> Result<KeyRing, ConfigError> {
+    let field = format!("streams.{stream}.keys");
+    let keys = keys.ok_or_else(|| ConfigError::new(&field, "missing: list at least one key"))?;
+    let keys = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match k.is_empty() {
+            true => Err(ConfigError::new(format!("{field}[{i}]"), "a key cannot be empty")),
+            false => Ok(Key::new(k.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    KeyRing::new(keys).ok_or_else(|| ConfigError::new(field, "empty: list at least one key"))
 }
 
 /// The name of the table a value came from: the stream's own, or `[defaults]`.
@@ -365,7 +361,8 @@ mod tests {
         assert_eq!((d.session_ttl, d.skew, d.ip_prefix_v4, d.ip_prefix_v6), (14400, 5, 32, 128));
         assert_eq!(d.entry_ip, EntryIp::Optional);
         assert_eq!(d.token_params, ParamNames::default());
-        assert_eq!(d.keys, vec![Key::new("k1"), Key::new("k2")]);
+        assert_eq!(d.keys.all(), [Key::new("k1"), Key::new("k2")]);
+        assert_eq!(d.keys.signing(), &Key::new("k1"));
         assert!(!d.simulate_live);
         assert_eq!(d.live_window, 6);
     }

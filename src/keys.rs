@@ -24,8 +24,7 @@ pub enum EntryIp {
 #[derive(Debug, Clone)]
 pub struct StreamPolicy {
     pub name: String,
-    /// The first key signs; every key verifies, so keys rotate without dropping a viewer.
-    pub keys: Vec<Key>,
+    pub keys: KeyRing,
     pub segment_ttl: SegmentTtl,
     pub session_ttl: u64,
     pub skew: u64,
@@ -38,13 +37,32 @@ pub struct StreamPolicy {
     pub live_window: usize,
 }
 
-impl StreamPolicy {
-    /// The key that signs what hlsgate issues.
-    pub fn signing_key(&self) -> &Key {
-        // Config validation guarantees at least one key; the fallback keeps this total anyway.
-        self.keys.first().unwrap_or(&FALLBACK_KEY)
+/// A stream's keys: the first signs, every one verifies, so keys rotate without dropping a
+/// viewer. Never empty, by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRing {
+    signing: Key,
+    all: Vec<Key>,
+}
+
+impl KeyRing {
+    /// None for an empty list: a stream nobody can open is a config mistake, not a policy.
+    pub fn new(all: Vec<Key>) -> Option<Self> {
+        Some(KeyRing { signing: all.first()?.clone(), all })
     }
 
+    /// The key that signs what hlsgate issues.
+    pub fn signing(&self) -> &Key {
+        &self.signing
+    }
+
+    /// Every key that verifies, signing key first.
+    pub fn all(&self) -> &[Key] {
+        &self.all
+    }
+}
+
+impl StreamPolicy {
     /// The address text hlsgate binds the tokens it issues to: the viewer's network under the
     /// stream's prefix settings.
     pub fn issue_binding(&self, client: IpAddr) -> String {
@@ -66,8 +84,6 @@ impl StreamPolicy {
         bindings
     }
 }
-
-static FALLBACK_KEY: std::sync::LazyLock<Key> = std::sync::LazyLock::new(|| Key::new(""));
 
 /// One generation of the settings that a reload may change.
 #[derive(Debug, Default)]
@@ -114,7 +130,7 @@ mod tests {
     fn policy(entry_ip: EntryIp, v4: u8) -> StreamPolicy {
         StreamPolicy {
             name: "s".into(),
-            keys: vec![Key::new("a"), Key::new("b")],
+            keys: KeyRing::new(vec![Key::new("a"), Key::new("b")]).unwrap(),
             segment_ttl: SegmentTtl::Auto,
             session_ttl: 100,
             skew: 5,
@@ -150,6 +166,6 @@ mod tests {
         store.replace(g);
         assert!(before.streams.is_empty(), "a reader keeps the generation it started with");
         assert!(store.current().streams.contains_key("s"));
-        assert_eq!(store.current().streams["s"].signing_key(), &Key::new("a"));
+        assert_eq!(store.current().streams["s"].keys.signing(), &Key::new("a"));
     }
 }

@@ -44,7 +44,7 @@ fn check_token(
     let accept = Accept {
         paths: &token::covering_paths(path.as_str()),
         ips: &ips,
-        keys: &policy.keys,
+        keys: policy.keys.all(),
         skew: policy.skew,
     };
     token::check(&presented, &accept, now).map(|_| ()).map_err(Refusal::Token)

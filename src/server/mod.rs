@@ -213,7 +213,7 @@ fn announce_links(config: &Config, viewer_addr: SocketAddr) {
         let path = format!("/{name}/{master}");
         // IP-less where the stream allows it, so any local player works; else bound to loopback.
         let ip = (policy.entry_ip == EntryIp::Required).then(|| token::ip_text(host.ip()));
-        let signature = token::sign(expires, &path, ip.as_deref(), policy.signing_key());
+        let signature = token::sign(expires, &path, ip.as_deref(), policy.keys.signing());
         let url =
             format!("http://{host}{}", token::signed_url(&path, &signature, expires, &policy.token_params));
         let player = format!(

@@ -117,7 +117,7 @@ fn playlist_response(
     };
     let binding = policy.issue_binding(client);
     let issue = Issue {
-        key: policy.signing_key(),
+        key: policy.keys.signing(),
         ip: Some(&binding),
         names: &policy.token_params,
         now: now_ms / 1000,
