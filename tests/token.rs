@@ -80,47 +80,20 @@ fn cli_sign_reproduces_every_vector_byte_for_byte() {
     }
 }
 
+/// `hlsgate sign` for `/a.ts` until 2000000000 with these extra flags.
+fn sign_a_ts(extra: &[&str]) -> String {
+    let mut args = vec!["sign", "--key", "k", "--path", "/a.ts", "--expires", "2000000000"];
+    args.extend(extra);
+    stdout(&hlsgate(&args))
+}
+
 #[test]
 fn cli_sign_writes_canonical_ip_and_base() {
-    let mapped = hlsgate(&[
-        "sign",
-        "--key",
-        "k",
-        "--path",
-        "/a.ts",
-        "--expires",
-        "2000000000",
-        "--ip",
-        "::FFFF:1.2.3.4",
-    ]);
-    let plain =
-        hlsgate(&["sign", "--key", "k", "--path", "/a.ts", "--expires", "2000000000", "--ip", "1.2.3.4"]);
-    assert_eq!(stdout(&mapped), stdout(&plain));
-    let v6 = hlsgate(&[
-        "sign",
-        "--key",
-        "k",
-        "--path",
-        "/a.ts",
-        "--expires",
-        "2000000000",
-        "--ip",
-        "2001:DB8:0::1",
-    ]);
+    assert_eq!(sign_a_ts(&["--ip", "::FFFF:1.2.3.4"]), sign_a_ts(&["--ip", "1.2.3.4"]));
     let want = token::sign(2000000000, "/a.ts", Some("2001:db8::1"), &Key::new("k"));
-    assert!(stdout(&v6).contains(&want));
-    let based = hlsgate(&[
-        "sign",
-        "--key",
-        "k",
-        "--path",
-        "/a.ts",
-        "--expires",
-        "2000000000",
-        "--base",
-        "https://cdn.example.com/",
-    ]);
-    assert!(stdout(&based).starts_with("https://cdn.example.com/a.ts?md5="), "{}", stdout(&based));
+    assert!(sign_a_ts(&["--ip", "2001:DB8:0::1"]).contains(&want));
+    let based = sign_a_ts(&["--base", "https://cdn.example.com/"]);
+    assert!(based.starts_with("https://cdn.example.com/a.ts?md5="), "{based}");
 }
 
 #[test]

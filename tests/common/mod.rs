@@ -444,14 +444,24 @@ pub type Lines = Arc<Mutex<Vec<String>>>;
 
 /// Reads `reader` line by line on a thread: every line (ANSI colours stripped) goes into the
 /// returned list, and every line is also offered to `on_line` (for ready detection).
-pub fn collect_lines<R, F>(reader: R, mut on_line: F) -> Lines
+pub fn collect_lines<R, F>(reader: R, on_line: F) -> Lines
+where
+    R: Read + Send + 'static,
+    F: FnMut(&str) + Send + 'static,
+{
+    spawn_line_reader(reader, on_line).0
+}
+
+/// The reader thread behind [`collect_lines`]. A `\r` ends a line too: ffmpeg ends its progress
+/// lines with one, and each piece should be a line of its own.
+fn spawn_line_reader<R, F>(reader: R, mut on_line: F) -> (Lines, std::thread::JoinHandle<()>)
 where
     R: Read + Send + 'static,
     F: FnMut(&str) + Send + 'static,
 {
     let lines: Lines = Arc::default();
     let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut buf = Vec::new();
         loop {
@@ -459,14 +469,17 @@ where
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
-                    on_line(&line);
-                    sink.lock().unwrap().push(line);
+                    let text = String::from_utf8_lossy(&buf);
+                    for piece in text.split(['\r', '\n']).filter(|p| !p.is_empty()) {
+                        let line = strip_ansi(piece);
+                        on_line(&line);
+                        sink.lock().unwrap().push(line);
+                    }
                 }
             }
         }
     });
-    lines
+    (lines, handle)
 }
 
 /// Removes ANSI escape sequences: tracing's fmt layer may colour field names, which would
@@ -812,8 +825,8 @@ impl Bounded {
         let what = format!("{cmd:?}");
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let (stdout, out_reader) = read_lines(child.stdout.take().unwrap());
-        let (stderr, err_reader) = read_lines(child.stderr.take().unwrap());
+        let (stdout, out_reader) = spawn_line_reader(child.stdout.take().unwrap(), |_| {});
+        let (stderr, err_reader) = spawn_line_reader(child.stderr.take().unwrap(), |_| {});
         Bounded { child, what, stdout, stderr, readers: vec![out_reader, err_reader] }
     }
 
@@ -863,30 +876,6 @@ impl Drop for Bounded {
     fn drop(&mut self) {
         terminate(&mut self.child);
     }
-}
-
-fn read_lines<R: Read + Send + 'static>(reader: R) -> (Lines, std::thread::JoinHandle<()>) {
-    let lines: Lines = Arc::default();
-    let sink = Arc::clone(&lines);
-    let handle = std::thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    // ffmpeg ends progress lines with \r; keep each piece as a line.
-                    let text = String::from_utf8_lossy(&buf);
-                    let mut sink = sink.lock().unwrap();
-                    for piece in text.split(['\r', '\n']).filter(|p| !p.is_empty()) {
-                        sink.push(strip_ansi(piece));
-                    }
-                }
-            }
-        }
-    });
-    (lines, handle)
 }
 
 /// Runs `cmd` to completion within `limit` (killed by PID and the test failed otherwise).
