@@ -69,14 +69,21 @@ impl StreamPolicy {
         token::ip_binding(client, self.ip_prefix_v4, self.ip_prefix_v6)
     }
 
+    /// Whether the prefix settings narrow this client's address to a network.
+    fn masks(&self, client: IpAddr) -> bool {
+        match client.to_canonical() {
+            IpAddr::V4(_) => self.ip_prefix_v4 < 32,
+            IpAddr::V6(_) => self.ip_prefix_v6 < 128,
+        }
+    }
+
     /// The address texts a presented token may be bound to: the exact address, the masked
     /// network, and (only when the stream allows it) no address at all.
     pub fn accepted_bindings(&self, client: IpAddr) -> Vec<Option<String>> {
-        let exact = token::ip_text(client);
-        let masked = self.issue_binding(client);
-        let mut bindings = vec![Some(exact.clone())];
-        if masked != exact {
-            bindings.push(Some(masked));
+        let mut bindings = Vec::with_capacity(3);
+        bindings.push(Some(token::ip_text(client)));
+        if self.masks(client) {
+            bindings.push(Some(self.issue_binding(client)));
         }
         if self.entry_ip == EntryIp::Optional {
             bindings.push(None);

@@ -87,9 +87,12 @@ pub fn parse(raw: &str) -> Result<StreamPath, BadPath> {
     Ok(StreamPath { decoded, stream_end })
 }
 
+/// `%2F` or `%5C` in any case, without allocating (this runs on every request).
 fn has_encoded_separator(raw: &str) -> bool {
-    let lower = raw.to_ascii_lowercase();
-    lower.contains("%2f") || lower.contains("%5c")
+    raw.as_bytes().windows(3).any(|w| match w {
+        [b'%', hex @ ..] => hex.eq_ignore_ascii_case(b"2f") || hex.eq_ignore_ascii_case(b"5c"),
+        _ => false,
+    })
 }
 
 /// Every segment is a real name: no `.`, `..`, or `//`. A trailing `/` (a directory) is allowed.

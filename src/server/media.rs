@@ -5,21 +5,29 @@ use axum::http::HeaderValue;
 /// The Content-Type for a file name. Players (Safari above all) check these.
 pub fn content_type(file: &str) -> &'static str {
     let ext = file.rsplit_once('.').map(|(_, ext)| ext).unwrap_or("");
-    match ext.to_ascii_lowercase().as_str() {
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "ts" => "video/mp2t",
-        "m4s" => "video/iso.segment",
-        "mp4" | "m4v" => "video/mp4",
-        "m4a" => "audio/mp4",
-        "aac" => "audio/aac",
-        "mp3" => "audio/mpeg",
-        "vtt" | "webvtt" => "text/vtt",
-        "json" => "application/json",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        _ => "application/octet-stream",
-    }
+    TYPES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(ext))
+        .map_or("application/octet-stream", |(_, content_type)| content_type)
 }
+
+/// By extension, compared without regard to case (`SEG.TS` is a segment too).
+const TYPES: [(&str, &str); 14] = [
+    ("m3u8", "application/vnd.apple.mpegurl"),
+    ("ts", "video/mp2t"),
+    ("m4s", "video/iso.segment"),
+    ("mp4", "video/mp4"),
+    ("m4v", "video/mp4"),
+    ("m4a", "audio/mp4"),
+    ("aac", "audio/aac"),
+    ("mp3", "audio/mpeg"),
+    ("vtt", "text/vtt"),
+    ("webvtt", "text/vtt"),
+    ("json", "application/json"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("png", "image/png"),
+];
 
 /// What a `Range` header asks of a file of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
