@@ -28,7 +28,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tower::ServiceExt as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -58,6 +58,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let viewers = bind(config.listen, "listen").await?;
     let admin = bind(config.admin_listen, "admin_listen").await?;
     let viewer_addr = viewers.local_addr()?;
+    // Installed before the ready line: until then SIGHUP's default action would kill the
+    // process, and scripts reload as soon as they see "ready".
+    let signals = Signals::install()?;
     let app = Arc::new(App {
         keys: KeyStore::new(config.generation()),
         origin: DirOrigin::new(&config.streams_dir),
@@ -69,7 +72,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     announce_links(&config, viewer_addr);
 
     let (trigger, shutdown) = shutdown::channel();
-    tokio::spawn(handle_signals(Arc::clone(&app), config_path, trigger));
+    tokio::spawn(signals.handle(Arc::clone(&app), config_path, trigger));
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
@@ -158,22 +161,36 @@ async fn accept_loop(
     }
 }
 
-async fn handle_signals(app: Arc<App>, config_path: PathBuf, trigger: Trigger) {
-    let (Ok(mut hangup), Ok(mut terminate)) = (signal(SignalKind::hangup()), signal(SignalKind::terminate()))
-    else {
-        tracing::error!("cannot install signal handlers; stopping");
-        trigger.fire();
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => reload(&app, &config_path),
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
+/// The signals `serve` answers: SIGHUP reloads, SIGTERM and SIGINT drain.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| io::Error::new(e.kind(), format!("cannot handle {name}: {e}")))
+        };
+        Ok(Signals {
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
-    app.draining.store(true, Ordering::Relaxed);
-    trigger.fire();
+
+    async fn handle(mut self, app: Arc<App>, config_path: PathBuf, trigger: Trigger) {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => reload(&app, &config_path),
+                _ = self.terminate.recv() => break,
+                _ = self.interrupt.recv() => break,
+            }
+        }
+        app.draining.store(true, Ordering::Relaxed);
+        trigger.fire();
+    }
 }
 
 /// Re-reads the config. A config that fails validation changes nothing: the keys in force stay.
