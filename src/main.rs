@@ -189,7 +189,7 @@ fn verify(keys: &[String], ip: Option<IpAddr>, skew: u64, url: &str) -> ExitCode
 /// `scheme://host/path?query#fragment` or `/path?query` → (raw path, raw query).
 fn split_url(url: &str) -> (&str, &str) {
     let without_scheme = match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        Some((_, rest)) => rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/"),
         None => url,
     };
     let without_fragment = without_scheme.split('#').next().unwrap_or("");

@@ -82,8 +82,8 @@ impl Metrics {
                 .fetch_add(1, Ordering::Relaxed),
         };
         let seconds = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&upper| seconds <= upper) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        if let Some((_, bucket)) = BUCKETS.iter().zip(&self.buckets).find(|(upper, _)| seconds <= **upper) {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us

@@ -310,7 +310,7 @@ fn digests_match(a: &[u8; 16], b: &[u8; 16]) -> bool {
 /// directory that directly holds it, with its trailing `/`.
 pub fn covering_paths(path: &str) -> [&str; 2] {
     let dir = match path.rfind('/') {
-        Some(i) => &path[..=i],
+        Some(i) => path.get(..=i).unwrap_or(path),
         None => path,
     };
     [path, dir]
