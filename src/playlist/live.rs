@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use m3u8_rs::{MediaPlaylist, Playlist};
 
-use super::{vet, PlaylistError};
+use super::vet::parse;
+use super::PlaylistError;
 
 /// One VOD segment, with the tags in effect for it as the VOD wrote them.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ struct Scanned<'a> {
 /// published before the one being "recorded" now.
 pub fn simulate_live(vod: &[u8], window: usize, now_ms: u64) -> Result<String, PlaylistError> {
     let text = std::str::from_utf8(vod).map_err(|_| PlaylistError::NotUtf8)?;
-    let Playlist::MediaPlaylist(media) = vet(vod)? else {
+    let Playlist::MediaPlaylist(media) = parse(vod)? else {
         return Err(PlaylistError::NotMedia);
     };
     let segments = segments(text, &media)?;

@@ -7,16 +7,17 @@
 
 mod attrs;
 mod live;
+mod vet;
 
 use std::fmt;
 
-use m3u8_rs::{MediaPlaylist, MediaPlaylistType, Playlist};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::token::{self, Key, ParamNames};
 
 pub use attrs::AttrError;
 pub use live::simulate_live;
+pub use vet::{vet, Shape, Verdicts};
 
 /// How long media URIs of a live playlist stay valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +134,18 @@ impl std::error::Error for PlaylistError {}
 
 /// Rewrites a playlist for one viewer. Returns the new text.
 pub fn rewrite(text: &[u8], at: &Location, issue: &Issue) -> Result<String, PlaylistError> {
+    rewrite_vetted(text, vet(text)?, at, issue)
+}
+
+/// [`rewrite`] for a text whose shape [`vet`] (or [`Verdicts`]) has already given.
+pub fn rewrite_vetted(
+    text: &[u8],
+    shape: Shape,
+    at: &Location,
+    issue: &Issue,
+) -> Result<String, PlaylistError> {
     let text = std::str::from_utf8(text).map_err(|_| PlaylistError::NotUtf8)?;
-    let playlist = vet(text.as_bytes())?;
-    let signer = Signer::new(at, issue, uri_ttl(&playlist, issue));
+    let signer = Signer::new(at, issue, uri_ttl(shape, issue));
     let mut out = String::with_capacity(text.len() + text.len() / 2);
     for (index, line) in text.split_inclusive('\n').enumerate() {
         // Each line keeps its own ending, and a missing final newline stays missing.
@@ -148,46 +158,13 @@ pub fn rewrite(text: &[u8], at: &Location, issue: &Issue) -> Result<String, Play
     Ok(out)
 }
 
-/// Parses with m3u8-rs to make sure the text is a playlist at all.
-///
-/// m3u8-rs 6 accepts LL-HLS: it has no LL-HLS tags of its own, but keeps `EXT-X-PART`,
-/// `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, … as unknown tags. It is lenient to a fault,
-/// though: on a line it cannot read it stops and still returns `Ok` with what it read so far,
-/// and `parse_playlist_res` throws the unread rest away. So this calls `parse_playlist`, which
-/// hands the rest back, and refuses a playlist unless everything was read.
-fn vet(text: &[u8]) -> Result<Playlist, PlaylistError> {
-    let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
-    if first_line.trim_ascii_end() != b"#EXTM3U" {
-        return Err(PlaylistError::Unparsable("first line is not #EXTM3U".into()));
-    }
-    match m3u8_rs::parse_playlist(text) {
-        Ok((rest, playlist)) if rest.iter().all(u8::is_ascii_whitespace) => Ok(playlist),
-        Ok((rest, _)) => {
-            let line = line_number(text, text.len().saturating_sub(rest.len()));
-            Err(PlaylistError::Unparsable(format!("unreadable from line {line}")))
-        }
-        Err(_) => Err(PlaylistError::Unparsable("not an m3u8 playlist".into())),
-    }
-}
-
-fn line_number(text: &[u8], offset: usize) -> usize {
-    text.get(..offset).unwrap_or(text).iter().filter(|&&b| b == b'\n').count() + 1
-}
-
 /// The TTL of every URI in this playlist. A master playlist and a VOD are fetched once per
 /// session; a live playlist is refetched every target duration, so its URIs can be short-lived.
-fn uri_ttl(playlist: &Playlist, issue: &Issue) -> u64 {
-    match playlist {
-        Playlist::MasterPlaylist(_) => issue.session_ttl,
-        Playlist::MediaPlaylist(media) if is_vod(media) => issue.session_ttl,
-        Playlist::MediaPlaylist(media) => issue.segment_ttl.resolve(media.target_duration),
+fn uri_ttl(shape: Shape, issue: &Issue) -> u64 {
+    match shape {
+        Shape::Master | Shape::Media { vod: true, .. } => issue.session_ttl,
+        Shape::Media { target_duration, vod: false } => issue.segment_ttl.resolve(target_duration),
     }
-}
-
-/// ENDLIST is what says "no more refreshes"; PLAYLIST-TYPE:VOD promises the same, so a VOD
-/// whose ENDLIST is missing is still not treated as live.
-fn is_vod(media: &MediaPlaylist) -> bool {
-    media.end_list || media.playlist_type == Some(MediaPlaylistType::Vod)
 }
 
 /// The attribute holding a URI to sign in a tag, if the tag has one. EXT-X-RENDITION-REPORT is
@@ -678,7 +655,8 @@ fileSequence267.mp4
 
     #[test]
     fn m3u8_rs_reads_ll_hls_to_the_end() {
-        let Ok((rest, Playlist::MediaPlaylist(media))) = m3u8_rs::parse_playlist(LL_HLS.as_bytes()) else {
+        let Ok((rest, m3u8_rs::Playlist::MediaPlaylist(media))) = m3u8_rs::parse_playlist(LL_HLS.as_bytes())
+        else {
             panic!("LL-HLS refused");
         };
         assert!(rest.is_empty());

@@ -36,6 +36,7 @@ use crate::config::{self, Config};
 use crate::keys::{EntryIp, KeyStore};
 use crate::metrics::Metrics;
 use crate::origin::DirOrigin;
+use crate::playlist::Verdicts;
 use crate::token;
 use shutdown::{Shutdown, Trigger};
 
@@ -49,6 +50,7 @@ const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
 pub struct App {
     pub keys: KeyStore,
     pub origin: DirOrigin,
+    pub verdicts: Verdicts,
     pub metrics: Metrics,
     pub draining: AtomicBool,
 }
@@ -64,6 +66,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let app = Arc::new(App {
         keys: KeyStore::new(config.generation()),
         origin: DirOrigin::new(&config.streams_dir),
+        verdicts: Verdicts::default(),
         metrics: Metrics::default(),
         draining: AtomicBool::new(false),
     });

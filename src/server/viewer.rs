@@ -77,7 +77,7 @@ async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> R
     let fetched =
         app.origin.fetch(admitted.path.origin_path()).await.map_err(|e| origin_refusal(e, &admitted))?;
     let response = if admitted.path.is_playlist() {
-        playlist_response(&admitted, fetched, client, &req.headers)?
+        playlist_response(app, &admitted, fetched, client, &req.headers)?
     } else {
         media_response(&admitted, fetched, req.headers.get(header::RANGE))?
     };
@@ -96,6 +96,7 @@ fn origin_refusal(e: OriginError, admitted: &Admitted) -> Refusal {
 
 /// Rewrites the packager's playlist for this viewer: every URI signed for their address.
 fn playlist_response(
+    app: &App,
     admitted: &Admitted,
     fetched: Fetched,
     client: IpAddr,
@@ -126,7 +127,8 @@ fn playlist_response(
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let at = Location { path: admitted.path.as_str(), host };
-    let text = playlist::rewrite(source, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
+    let shape = app.verdicts.vet(admitted.path.as_str(), source).map_err(|e| bad_playlist(admitted, e))?;
+    let text = playlist::rewrite_vetted(source, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
     Ok((
         StatusCode::OK,
         [
