@@ -1465,6 +1465,13 @@ async fn sigterm_drains_an_in_flight_download_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The admin port stays up for the drain: the load balancer sees not-ready, Prometheus
+    // still scrapes.
+    let ready = admin(&server, "/readyz").await;
+    assert_eq!((ready.status, ready.text().as_str()), (503, "draining\n"));
+    assert_eq!(admin(&server, "/healthz").await.status, 200);
+    assert_eq!(admin(&server, "/metrics").await.status, 200);
+
     download.read_to_end().await.unwrap();
     assert_eq!(download.body.len(), BIG, "the in-flight download was cut");
     assert!(download.body == pattern(BIG, 4));

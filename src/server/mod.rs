@@ -79,14 +79,15 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    let viewer_router = viewer_router(Arc::clone(&app), &config.cors_origins);
-    let admin_router = admin::router(Arc::clone(&app));
-    tokio::join!(
-        accept_loop(viewers, viewer_router, &http, &graceful, shutdown.clone()),
-        accept_loop(admin, admin_router, &http, &graceful, shutdown),
-    );
+    // The admin port outlives the viewers' drain, so a load balancer sees `/readyz` turn 503
+    // and Prometheus can scrape until the last download has finished.
+    let (admin_done, admin_shutdown) = shutdown::channel();
+    let admin_loop =
+        tokio::spawn(serve_admin(admin, admin::router(Arc::clone(&app)), http.clone(), admin_shutdown));
 
+    let graceful = GracefulShutdown::new();
+    accept_loop(viewers, viewer_router(Arc::clone(&app), &config.cors_origins), &http, &graceful, shutdown)
+        .await;
     tracing::info!("shutting down: no new connections; draining open ones");
     match tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained; bye"),
@@ -95,7 +96,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
             "drain deadline passed; closing what is left"
         ),
     }
+    admin_done.fire();
+    let _ = admin_loop.await;
     Ok(())
+}
+
+/// The admin listener until `shutdown`. Its requests are short: open ones are closed with
+/// it rather than drained.
+async fn serve_admin(listener: TcpListener, router: Router, http: http1::Builder, shutdown: Shutdown) {
+    let connections = GracefulShutdown::new();
+    accept_loop(listener, router, &http, &connections, shutdown).await;
 }
 
 async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
