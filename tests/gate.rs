@@ -875,6 +875,26 @@ fn media_url(path: &str, exp: u64) -> String {
     url(path, MEDIA_KEY, Some(VIEWER), exp)
 }
 
+/// An origin read that fails for another reason than a missing file is 502, after the token
+/// and never before, and is logged. As root no file can be made unreadable, so a symlink loop
+/// (ELOOP) stands in for the failing disk.
+#[tokio::test]
+async fn an_origin_read_error_is_502_after_the_token() {
+    let setup = Setup::new("origin-error");
+    setup.file("m/a.ts", "a");
+    std::os::unix::fs::symlink("loop.ts", setup.streams().join("m/loop.ts")).unwrap();
+    let server = setup.start("", MEDIA_STREAMS);
+    let unsigned = get(&server, "/m/loop.ts", VIEWER).await;
+    assert_eq!(unsigned.status, 403, "{}", unsigned.text());
+    let resp = get(&server, &media_url("/m/loop.ts", now() + 300), VIEWER).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.text(), "origin unavailable\n");
+    server.wait_for_log("origin read failed", LOG_WAIT);
+    let metrics = admin(&server, "/metrics").await.text();
+    let series = "hlsgate_requests_total{stream=\"m\",kind=\"media\",outcome=\"origin_error\"}";
+    assert_eq!(metric(&metrics, series), Some(1), "{metrics}");
+}
+
 #[tokio::test]
 async fn content_types_ranges_and_head() {
     let server = media_server();
