@@ -118,7 +118,14 @@ fn digest_in_pieces(parts: &[&[u8]]) -> [u8; 16] {
 
 /// Signs `path` until `expires`, optionally bound to an address text (see [`ip_text`]).
 pub fn sign(expires: u64, path: &str, ip: Option<&str>, key: &Key) -> String {
-    URL_SAFE_NO_PAD.encode(digest(expires, path, ip, key))
+    let mut token = String::with_capacity(TOKEN_LEN);
+    sign_into(expires, path, ip, key, &mut token);
+    token
+}
+
+/// [`sign`], appending the token to `out`: a playlist rewrite writes every URI into one buffer.
+pub fn sign_into(expires: u64, path: &str, ip: Option<&str>, key: &Key, out: &mut String) {
+    URL_SAFE_NO_PAD.encode_string(digest(expires, path, ip, key), out);
 }
 
 /// The token and expiry presented in a query string, decoded but not yet checked.

@@ -9,7 +9,7 @@ mod attrs;
 mod live;
 mod vet;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -232,9 +232,8 @@ fn rewrite_tag_line(line: &str, signer: &Signer, out: &mut String) -> Result<(),
 }
 
 fn push_signed(uri: &str, signer: &Signer, out: &mut String) {
-    match signer.sign(uri) {
-        Some(signed) => out.push_str(&signed),
-        None => out.push_str(uri),
+    if !signer.push_signed(uri, out) {
+        out.push_str(uri);
     }
 }
 
@@ -265,17 +264,18 @@ impl<'a> Signer<'a> {
         }
     }
 
-    /// The URI with its token, or None when it stays untouched: empty, another scheme,
-    /// another host, or outside the stream.
-    fn sign(&self, uri: &str) -> Option<String> {
+    /// Appends the URI with its token and returns true, or appends nothing and returns false
+    /// when it stays untouched: empty, another scheme, another host, or outside the stream.
+    fn push_signed(&self, uri: &str, out: &mut String) -> bool {
         if uri.is_empty() {
-            return None;
+            return false;
         }
         let reference = Reference::split(uri);
-        let raw = RawPath::of(reference.head, self.host)?;
-        let path = self.hashed_path(raw)?;
-        let token = token::sign(self.expires, &path, self.issue.ip, self.issue.key);
-        Some(self.signed_uri(&reference, &token))
+        let Some(path) = RawPath::of(reference.head, self.host).and_then(|raw| self.hashed_path(raw)) else {
+            return false;
+        };
+        self.push_signed_uri(&reference, &path, out);
+        true
     }
 
     /// The decoded path a player will request for `raw`, if it lies inside the stream.
@@ -284,38 +284,43 @@ impl<'a> Signer<'a> {
             RawPath::Absolute(path) => remove_dot_segments(path),
             // A query- or fragment-only reference names the playlist itself.
             RawPath::Relative("") => remove_dot_segments(&self.base),
-            RawPath::Relative(path) => remove_dot_segments(&format!("{}{path}", directory_of(&self.base))),
+            RawPath::Relative(path) => remove_dot_segments(&[directory_of(&self.base), path].concat()),
         };
-        let decoded = percent_decode_str(&resolved).decode_utf8().ok()?;
+        let decoded = if resolved.contains('%') {
+            percent_decode_str(&resolved).decode_utf8().ok()?.into_owned()
+        } else {
+            resolved
+        };
         // `%2E%2E` survives resolution and decodes to `..`; where a server would take that
         // is anyone's guess, so such a path is not signed.
         if decoded.split('/').any(|segment| segment == "." || segment == "..") {
             return None;
         }
-        (first_segment(&decoded) == self.stream).then(|| decoded.into_owned())
+        (first_segment(&decoded) == self.stream).then_some(decoded)
     }
 
-    /// The URI as written, without old token parameters, plus the new ones before any fragment.
-    fn signed_uri(&self, reference: &Reference, token: &str) -> String {
+    /// The URI as written, without old token parameters, plus the new ones (signed for
+    /// `path`) before any fragment.
+    fn push_signed_uri(&self, reference: &Reference, path: &str, out: &mut String) {
         let names = self.issue.names;
-        let kept: Vec<&str> = reference
-            .query
-            .filter(|query| !query.is_empty())
-            .into_iter()
-            .flat_map(|query| query.split('&'))
-            .filter(|pair| !is_token_param(pair, names))
-            .collect();
-        let unsigned = if kept.is_empty() {
-            reference.head.to_owned()
-        } else {
-            format!("{}?{}", reference.head, kept.join("&"))
-        };
-        let mut signed = token::signed_url(&unsigned, token, self.expires, names);
-        if let Some(fragment) = reference.fragment {
-            signed.push('#');
-            signed.push_str(fragment);
+        out.push_str(reference.head);
+        let mut separator = '?';
+        let query = reference.query.filter(|query| !query.is_empty());
+        for pair in query.into_iter().flat_map(|query| query.split('&')) {
+            if is_token_param(pair, names) {
+                continue;
+            }
+            out.push(separator);
+            out.push_str(pair);
+            separator = '&';
         }
-        signed
+        let _ = write!(out, "{separator}{}=", names.token);
+        token::sign_into(self.expires, path, self.issue.ip, self.issue.key, out);
+        let _ = write!(out, "&{}={}", names.expires, self.expires);
+        if let Some(fragment) = reference.fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
     }
 }
 
@@ -403,6 +408,10 @@ fn first_segment(path: &str) -> &str {
 /// RFC 3986 §5.2.4 for an absolute path: drops `.` segments, and `..` with the segment
 /// before it, never climbing above the root.
 fn remove_dot_segments(path: &str) -> String {
+    // Every dot segment follows a `/`: most paths have none, and need no taking apart.
+    if !path.contains("/.") {
+        return path.to_owned();
+    }
     let mut kept: Vec<&str> = Vec::new();
     let mut segments = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
     while let Some(segment) = segments.next() {
@@ -790,6 +799,10 @@ fileSequence267.mp4
         assert_tokens(&line, &[("/demo/s.ts", Class::Segment(12))], NOW);
         let line = rewrite_uri("s.ts?md5=OLD&expires=1", &at);
         assert!(line.starts_with("s.ts?md5=") && line.matches("md5=").count() == 1, "{line}");
+        // Odd queries keep their odd shape: an empty one, and empty pairs.
+        assert!(rewrite_uri("s.ts?", &at).starts_with("s.ts?md5="));
+        let line = rewrite_uri("s.ts?a=1&&b&", &at);
+        assert!(line.starts_with("s.ts?a=1&&b&&md5="), "{line}");
     }
 
     #[test]
