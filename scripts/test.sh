@@ -11,6 +11,9 @@ scripts/test-deps.sh
 # shows up on its own.
 cargo build --locked --bins
 
+# The crate docs are the map a newcomer reads first: a broken link in them is a failure.
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
+
 # Doctests first: CI reads the runner's closing lines, and a doctest run with no doctests
 # ("0 passed") last would read as a suite that ran nothing.
 cargo test --locked --workspace --doc

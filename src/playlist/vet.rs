@@ -19,18 +19,18 @@ pub enum Shape {
     },
 }
 
-/// Vets a playlist: see [`parse`].
-pub fn vet(text: &[u8]) -> Result<Shape, PlaylistError> {
-    parse(text).map(|playlist| shape_of(&playlist))
-}
-
-/// Parses with m3u8-rs to make sure the text is a playlist at all.
+/// Makes sure the text is a playlist at all, with m3u8-rs, and says what kind.
 ///
 /// m3u8-rs 6 accepts LL-HLS: it has no LL-HLS tags of its own, but keeps `EXT-X-PART`,
 /// `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, … as unknown tags. It is lenient to a fault,
 /// though: on a line it cannot read it stops and still returns `Ok` with what it read so far,
 /// and `parse_playlist_res` throws the unread rest away. So this calls `parse_playlist`, which
 /// hands the rest back, and refuses a playlist unless everything was read.
+pub fn vet(text: &[u8]) -> Result<Shape, PlaylistError> {
+    parse(text).map(|playlist| shape_of(&playlist))
+}
+
+/// The playlist [`vet`] reads, for the live simulation, which needs its segments.
 pub(super) fn parse(text: &[u8]) -> Result<Playlist, PlaylistError> {
     std::str::from_utf8(text).map_err(|_| PlaylistError::NotUtf8)?;
     let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
