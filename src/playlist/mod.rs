@@ -281,10 +281,10 @@ impl<'a> Signer<'a> {
     /// The decoded path a player will request for `raw`, if it lies inside the stream.
     fn hashed_path(&self, raw: RawPath) -> Option<String> {
         let resolved = match raw {
-            RawPath::Absolute(path) => remove_dot_segments(path),
+            RawPath::Absolute(path) => remove_dot_segments(path.to_owned()),
             // A query- or fragment-only reference names the playlist itself.
-            RawPath::Relative("") => remove_dot_segments(&self.base),
-            RawPath::Relative(path) => remove_dot_segments(&[directory_of(&self.base), path].concat()),
+            RawPath::Relative("") => remove_dot_segments(self.base.clone()),
+            RawPath::Relative(path) => remove_dot_segments([directory_of(&self.base), path].concat()),
         };
         let decoded = if resolved.contains('%') {
             percent_decode_str(&resolved).decode_utf8().ok()?.into_owned()
@@ -407,13 +407,13 @@ fn first_segment(path: &str) -> &str {
 
 /// RFC 3986 §5.2.4 for an absolute path: drops `.` segments, and `..` with the segment
 /// before it, never climbing above the root.
-fn remove_dot_segments(path: &str) -> String {
-    // Every dot segment follows a `/`: most paths have none, and need no taking apart.
+fn remove_dot_segments(path: String) -> String {
+    // Every dot segment follows a `/`: most paths have none, and go back as they came.
     if !path.contains("/.") {
-        return path.to_owned();
+        return path;
     }
     let mut kept: Vec<&str> = Vec::new();
-    let mut segments = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
+    let mut segments = path.strip_prefix('/').unwrap_or(&path).split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         match segment {
@@ -922,7 +922,7 @@ fileSequence267.mp4
             ("/a//../b", "/a/b"),
             ("/a/b/", "/a/b/"),
         ] {
-            assert_eq!(remove_dot_segments(input), output, "{input}");
+            assert_eq!(remove_dot_segments(input.to_owned()), output, "{input}");
         }
     }
 
