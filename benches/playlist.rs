@@ -25,8 +25,8 @@ fn bench(c: &mut Criterion) {
         session_ttl: 14400,
         segment_ttl: SegmentTtl::Auto,
     };
-    let media_at = Location { path: "/demo/180p/index.m3u8", host: Some("127.0.0.1:8080") };
-    let master_at = Location { path: "/demo/master.m3u8", host: Some("127.0.0.1:8080") };
+    let media_at = Location { path: "/demo/180p/index.m3u8", public_hosts: &[] };
+    let master_at = Location { path: "/demo/master.m3u8", public_hosts: &[] };
 
     let mut group = c.benchmark_group("playlist");
     group.bench_function("rewrite_master_2_uris", |b| {

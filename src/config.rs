@@ -13,6 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::client_ip::{ForwardedHeader, Proxies};
 use crate::keys::{EntryIp, Generation, KeyRing, StreamPolicy};
 use crate::playlist::SegmentTtl;
 use crate::token::{Key, ParamNames};
@@ -26,7 +27,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub streams_dir: PathBuf,
-    pub trusted_proxies: Vec<IpNet>,
+    pub proxies: Proxies,
+    pub public_hosts: Vec<String>,
     pub cors_origins: Vec<String>,
     pub header_read_timeout: Duration,
     pub streams: BTreeMap<String, StreamPolicy>,
@@ -37,7 +39,8 @@ impl Config {
     pub fn generation(&self) -> Generation {
         Generation {
             streams: self.streams.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect(),
-            trusted_proxies: self.trusted_proxies.clone(),
+            proxies: self.proxies.clone(),
+            public_hosts: self.public_hosts.clone(),
         }
     }
 }
@@ -86,9 +89,15 @@ fn toml_error(e: &serde_path_to_error::Error<toml::de::Error>, text: &str) -> Co
         root if root == "." => "config".to_string(),
         field => field,
     };
-    // serde quotes the offending value ("invalid type: string \"…\""): for a key that value is
-    // the secret itself, and this message goes to the log.
-    let problem = if is_keys_field(&field) { "must be a list of strings".to_string() } else { message };
+    // serde quotes the offending value ("invalid type: string \"…\""), and this message goes to
+    // the log: under [streams] and [defaults] that value may be a key, misplaced or mistyped.
+    let problem = if is_keys_field(&field) {
+        "must be a list of strings".to_string()
+    } else if is_policy_field(&field) {
+        without_value(&message)
+    } else {
+        message
+    };
     let line =
         e.inner().span().and_then(|span| text.get(..span.start)).map(|before| before.lines().count().max(1));
     let at = line.map(|n| format!(" (line {n})")).unwrap_or_default();
@@ -97,6 +106,25 @@ fn toml_error(e: &serde_path_to_error::Error<toml::de::Error>, text: &str) -> Co
 
 fn is_keys_field(field: &str) -> bool {
     field == "keys" || field.ends_with(".keys") || field.contains(".keys[")
+}
+
+fn is_policy_field(field: &str) -> bool {
+    ["streams", "defaults"].iter().any(|table| {
+        field.strip_prefix(table).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    })
+}
+
+/// A serde message with the offending value left out: what was expected, when serde says
+/// (`invalid type: string "…", expected a boolean` → `invalid value; expected a boolean`).
+fn without_value(message: &str) -> String {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        // Names a field, not a value; the path already holds it.
+        return message.to_string();
+    }
+    match message.rsplit_once(", expected ") {
+        Some((_, expected)) => format!("invalid value (not shown); expected {expected}"),
+        None => "invalid value (not shown)".to_string(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +138,10 @@ struct RawConfig {
     streams_dir: PathBuf,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    forwarded_header: ForwardedHeader,
+    #[serde(default)]
+    public_hosts: Vec<String>,
     #[serde(default = "default_cors")]
     cors_origins: Vec<String>,
     #[serde(default = "default_header_read_timeout")]
@@ -187,15 +219,26 @@ impl RawConfig {
                 ));
             }
         }
+        let public_hosts = self
+            .public_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| public_host(host).map_err(|p| ConfigError::new(format!("public_hosts[{i}]"), p)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut streams = BTreeMap::new();
         for (name, raw) in &self.streams {
             streams.insert(name.clone(), build_policy(name, raw, &self.defaults)?);
+        }
+        // An empty or truncated file would otherwise take every stream offline on a reload.
+        if streams.is_empty() {
+            return Err(ConfigError::new("streams", "no streams: add at least one [streams.NAME] with keys"));
         }
         Ok(Config {
             listen,
             admin_listen,
             streams_dir: base.join(&self.streams_dir),
-            trusted_proxies,
+            proxies: Proxies { trusted: trusted_proxies, header: self.forwarded_header },
+            public_hosts,
             cors_origins: self.cors_origins,
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             streams,
@@ -314,15 +357,26 @@ fn param_names(names: &[String]) -> Result<ParamNames, String> {
     Ok(ParamNames { token: token.clone(), expires: expires.clone() })
 }
 
+/// `host` or `host:port` as it appears in a URL's authority, lowercased so it compares as
+/// hosts do.
+fn public_host(text: &str) -> Result<String, String> {
+    if text.is_empty() || !text.bytes().all(is_authority_byte) {
+        return Err(format!("`{text}` is not a host or host:port like video.example.com:8443"));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)
+}
+
 /// `*`, or `scheme://host[:port]` as a browser sends it in `Origin` (no path, no slash).
 fn is_cors_origin(origin: &str) -> bool {
     if origin == "*" {
         return true;
     }
     let Some((scheme, host)) = origin.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    matches!(scheme, "http" | "https") && !host.is_empty() && host.bytes().all(is_authority_byte)
 }
 
 pub fn is_stream_name(name: &str) -> bool {
@@ -339,6 +393,8 @@ pub fn stream_names(streams: &HashMap<String, Arc<StreamPolicy>>) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const A_STREAM: &str = "[streams.a]\nkeys = [\"k\"]\n";
 
     fn parse_ok(text: &str) -> Config {
         parse(text, Path::new("/etc/hlsgate")).unwrap()
@@ -424,16 +480,72 @@ mod tests {
 
     #[test]
     fn cors_origins_accept_browser_origins() {
-        let c = parse_ok(
-            "cors_origins = [\"https://www.example.com\", \"http://127.0.0.1:8080\", \"http://[::1]:80\"]\n",
-        );
+        let c = parse_ok(&format!(
+            "cors_origins = [\"https://www.example.com\", \"http://127.0.0.1:8080\", \"http://[::1]:80\"]\n{A_STREAM}"
+        ));
         assert_eq!(c.cors_origins.len(), 3);
     }
 
     #[test]
     fn trusted_proxies_accept_bare_addresses() {
-        let c = parse_ok("trusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"::1\"]\n");
-        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let c = parse_ok(&format!("trusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"::1\"]\n{A_STREAM}"));
+        let shown: Vec<String> = c.proxies.trusted.iter().map(|n| n.to_string()).collect();
         assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn forwarded_header_and_public_hosts() {
+        let c = parse_ok(A_STREAM);
+        assert_eq!(c.proxies.header, ForwardedHeader::XForwardedFor);
+        assert!(c.public_hosts.is_empty());
+        let c = parse_ok(&format!(
+            "forwarded_header = \"forwarded\"\npublic_hosts = [\"Video.Example.com\", \"[::1]:8443\"]\n{A_STREAM}"
+        ));
+        assert_eq!(c.proxies.header, ForwardedHeader::Forwarded);
+        assert_eq!(c.public_hosts, ["video.example.com", "[::1]:8443"]);
+        assert_eq!(c.generation().public_hosts, c.public_hosts);
+        for (text, field) in [
+            ("forwarded_header = \"x-real-ip\"\n", "forwarded_header"),
+            ("public_hosts = [\"a.example\", \"https://b.example\"]\n", "public_hosts[1]"),
+            ("public_hosts = [\"\"]\n", "public_hosts[0]"),
+            ("public_hosts = [\"a.example/path\"]\n", "public_hosts[0]"),
+        ] {
+            assert_eq!(parse_err(&format!("{text}{A_STREAM}")).field, field, "{text}");
+        }
+    }
+
+    /// A truncated or emptied file on reload would take every stream offline.
+    #[test]
+    fn a_config_without_streams_is_refused() {
+        for text in
+            ["", "# nothing yet\n", "listen = \"127.0.0.1:8080\"\n", "[streams]\n", "[defaults]\nskew = 1\n"]
+        {
+            let e = parse_err(text);
+            assert_eq!(e.field, "streams", "{text:?}: {e}");
+        }
+    }
+
+    /// Whatever sits under [streams] or [defaults] may be a key put in the wrong place.
+    #[test]
+    fn errors_never_echo_a_value_under_streams_or_defaults() {
+        for (text, field) in [
+            ("[streams]\nother = \"SECRET-1\"\n", "streams.other"),
+            ("[streams.a]\nkeys = [\"k\"]\nentry_ip = \"SECRET-1\"\n", "streams.a.entry_ip"),
+            ("[streams.a]\nkeys = [\"k\"]\nsegment_ttl = \"SECRET-1\"\n", "streams.a.segment_ttl"),
+            ("[streams.a]\nkeys = [\"k\"]\nsimulate_live = \"SECRET-1\"\n", "streams.a.simulate_live"),
+            (
+                "[defaults]\ntoken_params = \"SECRET-1\"\n[streams.a]\nkeys = [\"k\"]\n",
+                "defaults.token_params",
+            ),
+            ("[defaults]\nentry_ip = [\"SECRET-1\"]\n", "defaults.entry_ip"),
+            ("streams = \"SECRET-1\"\n", "streams"),
+        ] {
+            let e = parse_err(text);
+            assert_eq!(e.field, field, "{text:?}: {e}");
+            assert!(!e.to_string().contains("SECRET"), "{text:?} echoed: {e}");
+        }
+        // What was expected is still said.
+        let e = parse_err("[streams.a]\nkeys = [\"k\"]\nsimulate_live = \"SECRET-1\"\n");
+        assert!(e.problem.contains("expected a boolean"), "{e}");
     }
 }

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use ipnet::IpNet;
-
+use crate::client_ip::Proxies;
 use crate::playlist::SegmentTtl;
 use crate::token::{self, Key, ParamNames};
 
@@ -96,8 +95,10 @@ impl StreamPolicy {
 #[derive(Debug, Default)]
 pub struct Generation {
     pub streams: HashMap<String, Arc<StreamPolicy>>,
-    /// Proxies whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
+    /// Proxies whose forwarding header is believed, and which header that is.
+    pub proxies: Proxies,
+    /// Authorities whose absolute URLs in a playlist are this server's, and so signed.
+    pub public_hosts: Vec<String>,
 }
 
 /// The swappable store. Cheap to read on every request; a reload replaces the whole map.

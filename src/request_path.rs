@@ -37,7 +37,7 @@ impl StreamPath {
     }
 
     pub fn is_playlist(&self) -> bool {
-        self.decoded.ends_with(".m3u8")
+        crate::playlist::is_playlist(&self.decoded)
     }
 }
 

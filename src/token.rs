@@ -48,6 +48,9 @@ pub enum Denial {
     Missing,
     /// A token or expiry that cannot be a valid one (wrong length, alphabet, padding, number).
     Malformed,
+    /// The token or the expiry appears twice. nginx reads the first and a proxy in front might
+    /// check either, so a query that could mean two things is refused.
+    Repeated,
     /// Well formed, but no key signs it for this path and address.
     BadSignature,
     /// Genuine, but `now >= expires + skew`.
@@ -60,6 +63,7 @@ impl Denial {
         match self {
             Denial::Missing => "token missing",
             Denial::Malformed => "token malformed",
+            Denial::Repeated => "token parameter repeated",
             Denial::BadSignature => "token invalid for this path or address",
             Denial::Expired => "token expired",
         }
@@ -145,10 +149,15 @@ pub fn parse_query(query: &str, names: &ParamNames) -> Result<Presented, Denial>
     let mut expires = None;
     for (name, value) in query_pairs(query.as_bytes()) {
         let name = if escaped { percent_decoded(name) } else { Cow::Borrowed(name) };
-        if *name == *names.token.as_bytes() {
-            token = Some(value);
+        let slot = if *name == *names.token.as_bytes() {
+            &mut token
         } else if *name == *names.expires.as_bytes() {
-            expires = Some(value);
+            &mut expires
+        } else {
+            continue;
+        };
+        if slot.replace(value).is_some() {
+            return Err(Denial::Repeated);
         }
     }
     let (Some(token), Some(expires)) = (token, expires) else {
@@ -242,9 +251,10 @@ fn decode_22(chars: &[u8; TOKEN_LEN]) -> Option<[u8; 16]> {
 }
 
 /// A positive decimal of at most 19 digits (so it cannot overflow a `u64`, and needs no
-/// checked arithmetic per digit); no sign, no spaces, no leading `+`.
+/// checked arithmetic per digit); no sign, no spaces, no leading `+`, no leading zero (the
+/// number is hashed as it is written, so it has one spelling).
 fn parse_expires(text: &[u8]) -> Result<u64, Denial> {
-    if text.is_empty() || text.len() > 19 {
+    if text.is_empty() || text.len() > 19 || text.first() == Some(&b'0') {
         return Err(Denial::Malformed);
     }
     let mut value = 0u64;
@@ -254,9 +264,6 @@ fn parse_expires(text: &[u8]) -> Result<u64, Denial> {
             return Err(Denial::Malformed);
         }
         value = value * 10 + u64::from(digit);
-    }
-    if value == 0 {
-        return Err(Denial::Malformed);
     }
     Ok(value)
 }
@@ -483,17 +490,43 @@ mod tests {
     #[test]
     fn expires_must_be_a_positive_decimal() {
         let t = sign(2000000000, "/p", None, &key("k"));
-        for bad in
-            ["", "0", "-1", "+5", "12a", "1e9", " 5", "10000000000000000000", "99999999999999999999999"]
-        {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+5",
+            "12a",
+            "1e9",
+            " 5",
+            "10000000000000000000",
+            "99999999999999999999999",
+            "0042",
+            "00",
+        ] {
             assert_eq!(presented(&format!("md5={t}&expires={bad}")), Err(Denial::Malformed), "{bad:?}");
         }
-        // 19 digits is the most (year 300 billion); leading zeros are just digits.
+        // 19 digits is the most (year 300 billion). A leading zero would be a second spelling of
+        // the same expiry, hashed differently by nginx (which hashes the text as sent).
         assert_eq!(
             presented(&format!("md5={t}&expires=9999999999999999999")).unwrap().expires,
             9999999999999999999
         );
-        assert_eq!(presented(&format!("md5={t}&expires=0042")).unwrap().expires, 42);
+    }
+
+    /// nginx takes the first of a repeated parameter and hlsgate took the last: behind a proxy
+    /// that checks one, the other could be smuggled through.
+    #[test]
+    fn a_repeated_token_or_expiry_is_refused() {
+        let t = sign(2000000000, "/p", None, &key("k"));
+        for query in [
+            format!("md5={t}&expires=2000000000&md5={t}"),
+            format!("md5={t}&expires=2000000000&expires=2000000000"),
+            format!("md5={t}&expires=2000000000&%6Dd5={t}"),
+            format!("md5=&md5={t}&expires=2000000000"),
+        ] {
+            assert_eq!(presented(&query), Err(Denial::Repeated), "{query}");
+        }
+        assert!(presented(&format!("md5={t}&expires=2000000000&md55=x&xexpires=1")).is_ok());
     }
 
     #[test]

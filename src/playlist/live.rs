@@ -328,7 +328,8 @@ mod tests {
             segment_ttl: SegmentTtl::Auto,
         };
         let signed =
-            rewrite(text.as_bytes(), &Location { path: "/demo/live.m3u8", host: None }, &issue).unwrap();
+            rewrite(text.as_bytes(), &Location { path: "/demo/live.m3u8", public_hosts: &[] }, &issue)
+                .unwrap();
         assert_eq!(signed.matches("?md5=").count(), 4);
     }
 

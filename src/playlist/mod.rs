@@ -19,6 +19,17 @@ pub use attrs::AttrError;
 pub use live::simulate_live;
 pub use vet::{vet, Shape, Verdicts};
 
+/// Whether a path names a playlist: `.m3u8`, or the older `.m3u`, in any case (RFC 8216 §4).
+/// The one answer every caller uses, so a playlist is never served unrewritten because its
+/// name was spelled `INDEX.M3U8`.
+pub fn is_playlist(path: &str) -> bool {
+    let ends_with = |suffix: &str| {
+        path.len() >= suffix.len()
+            && path.get(path.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+    };
+    ends_with(".m3u8") || ends_with(".m3u")
+}
+
 /// How long media URIs of a live playlist stay valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentTtl {
@@ -80,8 +91,9 @@ pub struct Location<'a> {
     /// The decoded absolute request path, e.g. `/demo/720p/index.m3u8`; its first segment is
     /// the stream name.
     pub path: &'a str,
-    /// The request's `Host` header value, e.g. `example.com:8080`.
-    pub host: Option<&'a str>,
+    /// The authorities (`host[:port]`) absolute URLs may name to be signed, from the config:
+    /// never from the request, or a viewer's `Host` header would pick what gets signed.
+    pub public_hosts: &'a [String],
 }
 
 /// What to put in each issued token.
@@ -246,7 +258,7 @@ struct Signer<'a> {
     /// The request path, escaped again: players resolve URIs against the URL as sent.
     base: String,
     stream: &'a str,
-    host: Option<&'a str>,
+    public_hosts: &'a [String],
     issue: &'a Issue<'a>,
     expires: u64,
 }
@@ -258,20 +270,22 @@ impl<'a> Signer<'a> {
         Signer {
             base,
             stream: first_segment(at.path),
-            host: at.host,
+            public_hosts: at.public_hosts,
             issue,
             expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
         }
     }
 
     /// Appends the URI with its token and returns true, or appends nothing and returns false
-    /// when it stays untouched: empty, another scheme, another host, or outside the stream.
+    /// when it stays untouched: empty, another scheme, another host, outside the stream, or a
+    /// directory.
     fn push_signed(&self, uri: &str, out: &mut String) -> bool {
         if uri.is_empty() {
             return false;
         }
         let reference = Reference::split(uri);
-        let Some(path) = RawPath::of(reference.head, self.host).and_then(|raw| self.hashed_path(raw)) else {
+        let Some(path) = RawPath::of(reference.head, self.public_hosts).and_then(|raw| self.hashed_path(raw))
+        else {
             return false;
         };
         self.push_signed_uri(&reference, &path, out);
@@ -294,6 +308,11 @@ impl<'a> Signer<'a> {
         // `%2E%2E` survives resolution and decodes to `..`; where a server would take that
         // is anyone's guess, so such a path is not signed.
         if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+            return None;
+        }
+        // `.`, `./` and `..` resolve to a directory, whose token would open every file in it:
+        // hlsgate signs files only.
+        if decoded.ends_with('/') {
             return None;
         }
         (first_segment(&decoded) == self.stream).then_some(decoded)
@@ -360,14 +379,14 @@ enum RawPath<'a> {
 }
 
 impl<'a> RawPath<'a> {
-    /// None for another scheme than http(s) or another host than `host`.
-    fn of(head: &'a str, host: Option<&str>) -> Option<Self> {
+    /// None for another scheme than http(s) or a host that is not one of `public_hosts`.
+    fn of(head: &'a str, public_hosts: &[String]) -> Option<Self> {
         if let Some(network) = head.strip_prefix("//") {
-            return path_on_host(network, host);
+            return path_on_host(network, public_hosts);
         }
         if let Some((scheme, rest)) = split_scheme(head) {
             let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-            return if web { path_on_host(rest.strip_prefix("//")?, host) } else { None };
+            return if web { path_on_host(rest.strip_prefix("//")?, public_hosts) } else { None };
         }
         if head.starts_with('/') {
             Some(RawPath::Absolute(head))
@@ -377,13 +396,14 @@ impl<'a> RawPath<'a> {
     }
 }
 
-/// The path of `authority/path` when the authority is this host (ASCII case-insensitive).
-fn path_on_host<'a>(network: &'a str, host: Option<&str>) -> Option<RawPath<'a>> {
+/// The path of `authority/path` when the authority is a public host (ASCII case-insensitive).
+fn path_on_host<'a>(network: &'a str, public_hosts: &[String]) -> Option<RawPath<'a>> {
     let (authority, path) = match network.find('/') {
         Some(slash) => network.split_at_checked(slash)?,
         None => (network, "/"),
     };
-    authority.eq_ignore_ascii_case(host?).then_some(RawPath::Absolute(path))
+    let public = public_hosts.iter().any(|host| authority.eq_ignore_ascii_case(host));
+    public.then_some(RawPath::Absolute(path))
 }
 
 /// `scheme:rest` when the text before the first `:` is an RFC 3986 scheme.
@@ -442,7 +462,9 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const SESSION_TTL: u64 = 14_400;
     const VIEWER: &str = "203.0.113.7";
-    const HOST: &str = "example.com:8080";
+    /// The config's `public_hosts`.
+    static PUBLIC_HOSTS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["example.com:8080".into(), "video.example.org".into()]);
 
     /// Which TTL a URI's token must carry.
     #[derive(Debug, Clone, Copy)]
@@ -471,7 +493,7 @@ mod tests {
 
     fn rewrite_at(text: &str, path: &str, now: u64) -> String {
         let (key, names) = (key(), ParamNames::default());
-        rewrite(text.as_bytes(), &Location { path, host: Some(HOST) }, &issue(&key, &names, now)).unwrap()
+        rewrite(text.as_bytes(), &here(path), &issue(&key, &names, now)).unwrap()
     }
 
     /// Rewrites one URI line in a minimal live playlist and returns the new line.
@@ -483,7 +505,7 @@ mod tests {
     }
 
     fn here(path: &str) -> Location<'_> {
-        Location { path, host: Some(HOST) }
+        Location { path, public_hosts: &PUBLIC_HOSTS }
     }
 
     /// Removes what `rewrite` appends: `?md5=…&expires=…` or `&md5=…&expires=…`.
@@ -782,11 +804,49 @@ fileSequence267.mp4
         ] {
             assert_eq!(rewrite_uri(untouched, &at), untouched);
         }
-        let nowhere = Location { path: "/demo/index.m3u8", host: None };
+        let line = rewrite_uri("http://VIDEO.example.org/demo/720p/s.ts", &at);
+        assert_tokens(&line, &[("/demo/720p/s.ts", Class::Segment(12))], NOW);
+        let nowhere = Location { path: "/demo/index.m3u8", public_hosts: &[] };
         assert_eq!(
             rewrite_uri("https://example.com:8080/demo/s.ts", &nowhere),
             "https://example.com:8080/demo/s.ts"
         );
+    }
+
+    #[test]
+    fn playlist_names_in_any_case() {
+        for name in ["/s/index.m3u8", "/s/INDEX.M3U8", "/s/a.M3u8", "/s/old.m3u", "/s/OLD.M3U", "x.m3u8"] {
+            assert!(is_playlist(name), "{name}");
+        }
+        for name in ["/s/a.ts", "/s/a.m3u8.ts", "/s/m3u8", "/s/a.m3u88", "", "/s/é.m3u8x", "/s/é"] {
+            assert!(!is_playlist(name), "{name}");
+        }
+    }
+
+    /// A directory token opens every file in its directory: the rewriter never issues one.
+    #[test]
+    fn uris_that_resolve_to_a_directory_stay_unsigned() {
+        let at = here("/demo/720p/index.m3u8");
+        for directory in [
+            ".",
+            "./",
+            "..",
+            "../",
+            "../720p/",
+            "sub/",
+            "sub/..",
+            "/demo/",
+            "http://example.com:8080",
+            "?x=1/",
+        ] {
+            let line = rewrite_uri(directory, &at);
+            if directory == "?x=1/" {
+                // A query-only reference is the playlist itself, a file.
+                assert_tokens(&line, &[("/demo/720p/index.m3u8", Class::Segment(12))], NOW);
+            } else {
+                assert_eq!(line, directory, "{directory} was signed");
+            }
+        }
     }
 
     #[test]

@@ -6,14 +6,16 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::client_ip::Unreadable;
 use crate::metrics::Outcome;
 use crate::request_path::BadPath;
 use crate::token::Denial;
 
 #[derive(Debug)]
 pub enum Refusal {
+    /// A trusted proxy forwarded a client hop that is not an address.
+    Forwarding(Unreadable),
     BadPath(BadPath),
-    UnknownStream,
     Token(Denial),
     NotFound,
     MethodNotAllowed,
@@ -28,8 +30,8 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
-            Refusal::UnknownStream | Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Forwarding(_) | Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::Token(Denial::Expired) => StatusCode::GONE,
             Refusal::Token(_) => StatusCode::FORBIDDEN,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -40,10 +42,11 @@ impl Refusal {
 
     pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::BadPath(_) | Refusal::MethodNotAllowed | Refusal::RangeNotSatisfiable(_) => {
-                Outcome::BadRequest
-            }
-            Refusal::UnknownStream | Refusal::NotFound => Outcome::NotFound,
+            Refusal::Forwarding(_)
+            | Refusal::BadPath(_)
+            | Refusal::MethodNotAllowed
+            | Refusal::RangeNotSatisfiable(_) => Outcome::BadRequest,
+            Refusal::NotFound => Outcome::NotFound,
             Refusal::Token(Denial::Expired) => Outcome::Expired,
             Refusal::Token(_) => Outcome::Forbidden,
             Refusal::Origin | Refusal::BadPlaylist => Outcome::OriginError,
@@ -53,8 +56,8 @@ impl Refusal {
     /// The one-line reason, for the body and the log.
     pub fn reason(&self) -> String {
         match self {
+            Refusal::Forwarding(unreadable) => unreadable.to_string(),
             Refusal::BadPath(why) => format!("bad path: {why}"),
-            Refusal::UnknownStream => "unknown stream".into(),
             Refusal::Token(denial) => denial.reason().into(),
             Refusal::NotFound => "not found".into(),
             Refusal::MethodNotAllowed => "method not allowed".into(),

@@ -1,6 +1,7 @@
 //! The gate: where every viewer request is checked. The path has already passed
-//! `request_path` (400); here come the stream (404) and the token for this path and this
-//! address (403 / 410). Nothing reaches the origin before it.
+//! `request_path` (400); here comes the token for this stream, this path and this address
+//! (403 / 410). Nothing reaches the origin before it, and an unknown stream is refused exactly
+//! as a known one without a valid token, so stream names cannot be listed by probing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use super::error::Refusal;
 use crate::keys::{Generation, StreamPolicy};
 use crate::request_path::StreamPath;
-use crate::token::{self, Accept};
+use crate::token::{self, Accept, Denial, ParamNames};
 
 /// A request that passed: which stream's policy applies and which file it may fetch.
 pub struct Admitted {
@@ -24,9 +25,20 @@ pub fn admit(
     generation: &Generation,
     now: u64,
 ) -> Result<Admitted, Refusal> {
-    let policy = generation.streams.get(path.stream()).ok_or(Refusal::UnknownStream)?;
+    let Some(policy) = generation.streams.get(path.stream()) else {
+        return Err(Refusal::Token(unknown_stream(query)));
+    };
     check_token(policy, &path, query, client, now)?;
     Ok(Admitted { policy: Arc::clone(policy), path })
+}
+
+/// What a known stream would answer to a token no key of it signed: the same parse errors
+/// (with the default parameter names), else a bad signature, never a 404.
+fn unknown_stream(query: &str) -> Denial {
+    match token::parse_query(query, &ParamNames::default()) {
+        Err(denial) => denial,
+        Ok(_) => Denial::BadSignature,
+    }
 }
 
 /// A token signed by any of the stream's keys, for this path or its directory, bound to this

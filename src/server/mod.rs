@@ -264,7 +264,7 @@ fn entry_playlist(dir: &Path) -> Option<String> {
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".m3u8"))
+        .filter(|n| crate::playlist::is_playlist(n))
         .collect();
     found.sort();
     found.into_iter().next()

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -34,17 +34,22 @@ pub async fn handle(
     // Only the head matters (GET and HEAD have no body), and unlike the body it is `Sync`.
     let (req, _body) = req.into_parts();
     let generation = app.keys.current();
-    let client = client_ip(peer.ip(), &req.headers, &generation.trusted_proxies);
+    let client = client_ip(peer.ip(), &req.headers, &generation.proxies);
     let path = request_path::parse(req.uri.path());
     let (stream, kind) = labels(path.as_ref().ok(), req.uri.path(), &generation);
 
-    let result = match path {
-        Ok(path) => match gate::admit(path, req.uri.query().unwrap_or(""), client, &generation, unix_now()) {
-            Ok(admitted) => answer(&app, admitted, client, &req).await,
-            Err(refusal) => Err(refusal),
-        },
-        Err(bad) => Err(Refusal::BadPath(bad)),
+    let result = match (client, path) {
+        (Err(unreadable), _) => Err(Refusal::Forwarding(unreadable)),
+        (_, Err(bad)) => Err(Refusal::BadPath(bad)),
+        (Ok(client), Ok(path)) => {
+            match gate::admit(path, req.uri.query().unwrap_or(""), client, &generation, unix_now()) {
+                Ok(admitted) => answer(&app, admitted, client, &req, &generation.public_hosts).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
     };
+    // A refused forwarding header names nobody: the log shows the proxy that sent it.
+    let client = client.unwrap_or_else(|_| peer.ip().to_canonical());
     match result {
         Ok(response) => {
             app.metrics.record(stream, kind, Outcome::Ok, started.elapsed());
@@ -64,20 +69,26 @@ pub async fn handle(
 fn labels<'a>(path: Option<&StreamPath>, raw: &str, generation: &'a Generation) -> (&'a str, Kind) {
     let (first, playlist) = match path {
         Some(path) => (path.stream(), path.is_playlist()),
-        None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), raw.ends_with(".m3u8")),
+        None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), playlist::is_playlist(raw)),
     };
     let stream = generation.streams.get_key_value(first).map_or("unknown", |(name, _)| name.as_str());
     (stream, if playlist { Kind::Playlist } else { Kind::Media })
 }
 
-async fn answer(app: &App, admitted: Admitted, client: IpAddr, req: &Parts) -> Result<Response, Refusal> {
+async fn answer(
+    app: &App,
+    admitted: Admitted,
+    client: IpAddr,
+    req: &Parts,
+    public_hosts: &[String],
+) -> Result<Response, Refusal> {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(Refusal::MethodNotAllowed);
     }
     let fetched =
         app.origin.fetch(admitted.path.origin_path()).await.map_err(|e| origin_refusal(e, &admitted))?;
     let response = if admitted.path.is_playlist() {
-        playlist_response(app, &admitted, fetched, client, &req.headers)?
+        playlist_response(app, &admitted, fetched, client, public_hosts)?
     } else {
         media_response(&admitted, fetched, req.headers.get(header::RANGE))?
     };
@@ -100,7 +111,7 @@ fn playlist_response(
     admitted: &Admitted,
     fetched: Fetched,
     client: IpAddr,
-    headers: &HeaderMap,
+    public_hosts: &[String],
 ) -> Result<Response, Refusal> {
     let origin::Body::Whole(source) = fetched.body else {
         tracing::error!(path = %admitted.path.as_str(), "playlist larger than the whole-file limit");
@@ -125,8 +136,7 @@ fn playlist_response(
         session_ttl: policy.session_ttl,
         segment_ttl: policy.segment_ttl,
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let at = Location { path: admitted.path.as_str(), host };
+    let at = Location { path: admitted.path.as_str(), public_hosts };
     let shape = app.verdicts.vet(admitted.path.as_str(), source).map_err(|e| bad_playlist(admitted, e))?;
     let text = playlist::rewrite_vetted(source, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
     Ok((
@@ -134,6 +144,8 @@ fn playlist_response(
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE)),
             (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
+            // Said here rather than left to the body, which a HEAD response drops.
+            (header::CONTENT_LENGTH, HeaderValue::from(text.len())),
         ],
         text,
     )

@@ -947,3 +947,84 @@ fn b64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------
+// A server on a temp dir of streams, and the requests most tests send it
+// ---------------------------------------------------------------------------------------
+
+/// A temp dir with `streams/` in it, to be filled before the server starts.
+pub struct Setup {
+    pub dir: TempDir,
+}
+
+impl Setup {
+    pub fn new(label: &str) -> Setup {
+        let dir = TempDir::new(label);
+        std::fs::create_dir_all(dir.join("streams")).unwrap();
+        Setup { dir }
+    }
+
+    pub fn streams(&self) -> PathBuf {
+        self.dir.join("streams")
+    }
+
+    /// Writes `streams/<rel>`.
+    pub fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Self {
+        self.dir.write(Path::new("streams").join(rel), contents);
+        self
+    }
+
+    /// Starts the server with `top` (top-level fields) and `streams` (`[streams.*]` tables).
+    pub fn start(self, top: &str, streams: &str) -> Server {
+        self.start_env(top, streams, &[])
+    }
+
+    pub fn start_env(self, top: &str, streams: &str, env: &[(&str, &str)]) -> Server {
+        let config = config_text(&self.streams(), top, streams);
+        Server::start_in(self.dir, &config, env)
+    }
+}
+
+pub fn config_text(streams_dir: &Path, top: &str, streams: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstreams_dir = {}\n{top}\n{streams}\n",
+        toml_path(streams_dir)
+    )
+}
+
+pub async fn get(server: &Server, target: &str, from: &str) -> Response {
+    Request::get(server.viewer_addr(), target).from(from).send().await
+}
+
+pub async fn admin(server: &Server, target: &str) -> Response {
+    Request::get(server.admin_addr(), target).send().await
+}
+
+/// A short refusal body: one line, no key, no token.
+pub fn assert_short_reason(resp: &Response, secrets: &[&str]) {
+    let text = resp.text();
+    assert!(text.len() < 80, "reason too long: {text:?}");
+    assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+    assert!(text.ends_with('\n'), "{text:?}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "body {text:?} names a secret");
+    }
+}
+
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Runs `hlsgate serve` directly on a config and returns (exit code, stderr).
+pub fn serve_once(config: &str) -> (Option<i32>, String) {
+    let dir = TempDir::new("badconfig");
+    let path = dir.write("hlsgate.toml", config);
+    let out = Command::new(env!("CARGO_BIN_EXE_hlsgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), strip_ansi(&String::from_utf8_lossy(&out.stderr)))
+}
