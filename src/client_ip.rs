@@ -37,9 +37,15 @@ pub struct Proxies {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreadable;
 
+impl Unreadable {
+    pub fn reason(self) -> &'static str {
+        "unreadable forwarding header"
+    }
+}
+
 impl fmt::Display for Unreadable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("unreadable forwarding header")
+        f.write_str(self.reason())
     }
 }
 

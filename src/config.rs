@@ -31,6 +31,10 @@ pub struct Config {
     pub public_hosts: Vec<String>,
     pub cors_origins: Vec<String>,
     pub header_read_timeout: Duration,
+    /// How long open downloads may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Open viewer connections at most; past it, new ones wait in the kernel's backlog.
+    pub max_connections: usize,
     pub streams: BTreeMap<String, StreamPolicy>,
 }
 
@@ -146,6 +150,10 @@ struct RawConfig {
     cors_origins: Vec<String>,
     #[serde(default = "default_header_read_timeout")]
     header_read_timeout: u64,
+    #[serde(default = "default_drain_timeout")]
+    drain_timeout: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default)]
     defaults: RawPolicy,
     #[serde(default)]
@@ -166,6 +174,12 @@ fn default_cors() -> Vec<String> {
 }
 fn default_header_read_timeout() -> u64 {
     10
+}
+fn default_drain_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 /// The fields of `[defaults]` and `[streams.NAME]`: a stream's value wins over the default.
@@ -202,6 +216,9 @@ impl RawConfig {
         }
         if self.header_read_timeout == 0 {
             return Err(ConfigError::new("header_read_timeout", "must be at least 1 second"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("max_connections", "must be at least 1"));
         }
         let trusted_proxies = self
             .trusted_proxies
@@ -241,6 +258,8 @@ impl RawConfig {
             public_hosts,
             cors_origins: self.cors_origins,
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            max_connections: self.max_connections,
             streams,
         })
     }
@@ -412,6 +431,8 @@ mod tests {
         assert_eq!(c.streams_dir, PathBuf::from("/etc/hlsgate/streams"));
         assert_eq!(c.cors_origins, vec!["*"]);
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10_000);
         let d = &c.streams["demo"];
         assert_eq!(d.segment_ttl, SegmentTtl::Auto);
         assert_eq!((d.session_ttl, d.skew, d.ip_prefix_v4, d.ip_prefix_v6), (14400, 5, 32, 128));
@@ -452,6 +473,9 @@ mod tests {
             ("[streams.a]\nkeys = [\"k\"]\ntoken_params = [\"md5\"]\n", "streams.a.token_params"),
             ("[streams.\"a/b\"]\nkeys = [\"k\"]\n", "streams.a/b"),
             ("header_read_timeout = 0\n", "header_read_timeout"),
+            ("max_connections = 0\n", "max_connections"),
+            ("max_connections = -1\n", "max_connections"),
+            ("drain_timeout = \"soon\"\n", "drain_timeout"),
             ("cors_origins = [\"https://a.example\", \"a.example\"]\n", "cors_origins[1]"),
             ("cors_origins = [\"https://a.example/\"]\n", "cors_origins[0]"),
             ("[streams.a]\nkeys = [\"k\"]\nbogus = 1\n", "streams.a.bogus"),

@@ -71,6 +71,7 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    suppressed_refusal_lines: AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +94,10 @@ impl Metrics {
     pub fn record_reload(&self, ok: bool) {
         let counter = if ok { &self.reloads_ok } else { &self.reloads_failed };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_suppressed_refusal_line(&self) {
+        self.suppressed_refusal_lines.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -146,6 +151,16 @@ impl Metrics {
             out,
             "hlsgate_config_reloads_total{{result=\"error\"}} {}",
             self.reloads_failed.load(Ordering::Relaxed)
+        );
+
+        out.push_str(
+            "# HELP hlsgate_refusal_log_lines_suppressed_total Refusals not logged: one line per client and reason per window.\n",
+        );
+        out.push_str("# TYPE hlsgate_refusal_log_lines_suppressed_total counter\n");
+        let _ = writeln!(
+            out,
+            "hlsgate_refusal_log_lines_suppressed_total {}",
+            self.suppressed_refusal_lines.load(Ordering::Relaxed)
         );
         out
     }

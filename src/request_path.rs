@@ -53,9 +53,10 @@ pub enum BadPath {
     EmptySegment,
 }
 
-impl fmt::Display for BadPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl BadPath {
+    /// A short reason, for the client and the log.
+    pub fn reason(self) -> &'static str {
+        match self {
             BadPath::NotAbsolute => "path must start with /",
             BadPath::EncodedSeparator => "encoded / or \\ in path",
             BadPath::NotUtf8 => "path is not UTF-8",
@@ -63,7 +64,13 @@ impl fmt::Display for BadPath {
             BadPath::Backslash => "backslash in path",
             BadPath::DotSegment => "dot segment in path",
             BadPath::EmptySegment => "empty segment in path",
-        })
+        }
+    }
+}
+
+impl fmt::Display for BadPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
     }
 }
 

@@ -779,12 +779,15 @@ async fn two_fetches_in_a_row_are_byte_identical() {
 async fn a_playlist_that_does_not_parse_is_502_never_unsigned() {
     let server = playlist_server();
     let check = viewer_check(&server);
-    for (path, rel) in [("/s/bad.m3u8", "s/bad.m3u8"), ("/s/badattr.m3u8", "s/badattr.m3u8")] {
+    for (n, (path, rel)) in
+        [("/s/bad.m3u8", "s/bad.m3u8"), ("/s/badattr.m3u8", "s/badattr.m3u8")].into_iter().enumerate()
+    {
         let resp = get(&server, &check.entry(path), VIEWER).await;
         assert_eq!(resp.status, 502, "{path}: {}", resp.text());
         assert!(!resp.text().contains("secret-segment"), "{path} leaked: {}", resp.text());
         assert_short_reason(&resp, &[PL_KEY]);
-        wait_for_lines(&server, "does not parse", 1);
+        // The line is written after the response: wait for this playlist's, not the one before.
+        wait_for_lines(&server, "does not parse", n + 1);
         let logged = server.logs().into_iter().any(|l| l.contains("does not parse") && l.contains(rel));
         assert!(logged, "no log line for {rel}:\n{}", server.logs().join("\n"));
     }

@@ -338,3 +338,148 @@ async fn a_repeated_token_parameter_or_a_padded_expiry_is_refused() {
     let resp = get(&server, &padded, VIEWER).await;
     assert_eq!((resp.status, resp.text().as_str()), (403, "token malformed\n"));
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. A flood of refusals cannot flood the log
+// ---------------------------------------------------------------------------------------
+
+/// 160 000 lines in 10 s were possible: one per refusal. Now one per client and reason per
+/// window, and a counter of the rest.
+#[tokio::test]
+async fn a_flood_of_refusals_writes_one_line_per_client_and_reason() {
+    let server = x_server("", "");
+    let flood = 300;
+    for _ in 0..flood {
+        assert_eq!(get(&server, "/x/a.ts", VIEWER).await.status, 403);
+    }
+    get(&server, &url("/x/a.ts", KEY, Some(VIEWER), now() - 100), VIEWER).await;
+    get(&server, "/x/a.ts", "127.0.0.3").await;
+    let metrics = Request::get(server.admin_addr(), "/metrics").send().await.text();
+    let suppressed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hlsgate_refusal_log_lines_suppressed_total "))
+        .unwrap_or_else(|| panic!("no suppression counter:\n{metrics}"));
+    assert_eq!(suppressed, (flood - 1).to_string());
+    let lines =
+        |needle: &str| server.logs().iter().filter(|l| l.contains("refused") && l.contains(needle)).count();
+    wait_until(|| lines("127.0.0.3") == 1);
+    assert_eq!(lines("token missing"), 2, "one per client: {:#?}", server.logs());
+    assert_eq!(lines("token expired"), 1, "another reason gets its own line");
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. A second signal ends the drain at once; the drain deadline is a setting
+// ---------------------------------------------------------------------------------------
+
+/// A download held open by a reader that has stopped reading: the drain waits for it.
+async fn held_download(server: &Server) -> Streaming {
+    server.dir().write("streams/x/big.mp4", vec![7u8; 32 << 20]);
+    let target = url("/x/big.mp4", KEY, Some(VIEWER), now() + 300);
+    let mut download =
+        Streaming::open(&Request::get(server.viewer_addr(), &target).from(VIEWER)).await.unwrap();
+    assert_eq!(download.status, 200);
+    download.read_at_least(1 << 20).await.unwrap();
+    download
+}
+
+/// Waits for the server to exit by itself, up to `limit` (generous: this is not a timing test,
+/// it tells "exits" from "still waiting for a deadline far beyond it").
+fn exit_within(server: &mut Server, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = server.exited() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_stops_at_once() {
+    for signal in ["TERM", "INT"] {
+        let mut server = x_server("drain_timeout = 3600", "");
+        let _download = held_download(&server).await;
+        server.signal(signal);
+        server.wait_for_log("shutting down", Duration::from_secs(10));
+        assert!(exit_within(&mut server, Duration::from_secs(2)).is_none(), "the drain did not wait");
+        server.signal(signal);
+        let status = exit_within(&mut server, Duration::from_secs(20));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{signal}: {:#?}", server.logs());
+        server.wait_for_log("second signal: closing open connections now", Duration::from_secs(5));
+    }
+}
+
+#[tokio::test]
+async fn the_drain_deadline_is_a_setting() {
+    let mut server = x_server("drain_timeout = 1", "");
+    let _download = held_download(&server).await;
+    server.signal("TERM");
+    let status = exit_within(&mut server, Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{:#?}", server.logs());
+    let line = server.wait_for_log("drain deadline passed", Duration::from_secs(5));
+    assert!(line.contains("deadline_s=1"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. The open-file limit is raised to the hard limit at start
+// ---------------------------------------------------------------------------------------
+
+/// A wrapper that starts hlsgate with the soft open-file limit a systemd unit or a container
+/// typically hands down (1024), and a hard limit of `hard`.
+fn with_nofile(dir: &TempDir, hard: u64) -> std::path::PathBuf {
+    let script = dir.write(
+        "limited.sh",
+        format!(
+            "#!/bin/sh\nulimit -Sn 1024 && ulimit -Hn {hard} && exec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_hlsgate")
+        ),
+    );
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    script
+}
+
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let wrappers = TempDir::new("nofile");
+    let setup = Setup::new("nofile");
+    setup.file("x/a.ts", "a");
+    let streams = setup.streams();
+    let config = |extra: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nstreams_dir = {}\n{extra}\n[streams.x]\nkeys = [\"{KEY}\"]\n",
+            toml_path(&streams)
+        )
+    };
+    let server =
+        Server::start_program(&with_nofile(&wrappers, 20_000), TempDir::new("nofile-a"), &config(""), &[]);
+    assert_eq!(open_file_limits(server.pid()), (20_000, 20_000));
+    let line = server.wait_for_log("open-file limit", Duration::from_secs(5));
+    assert!(line.contains("open_files=20000"), "{line}");
+    let a = url("/x/a.ts", KEY, Some(VIEWER), now() + 300);
+    assert_eq!(get(&server, &a, VIEWER).await.status, 200);
+
+    // A hard limit below max_connections is raised to, and warned about.
+    let server = Server::start_program(
+        &with_nofile(&wrappers, 2_000),
+        TempDir::new("nofile-b"),
+        &config("max_connections = 5000"),
+        &[],
+    );
+    assert_eq!(open_file_limits(server.pid()), (2_000, 2_000));
+    let line = server.wait_for_log("open-file limit is below max_connections", Duration::from_secs(5));
+    assert!(
+        line.contains("WARN") && line.contains("open_files=2000") && line.contains("max_connections=5000"),
+        "{line}"
+    );
+}

@@ -54,16 +54,16 @@ impl Refusal {
     }
 
     /// The one-line reason, for the body and the log.
-    pub fn reason(&self) -> String {
+    pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::Forwarding(unreadable) => unreadable.to_string(),
-            Refusal::BadPath(why) => format!("bad path: {why}"),
-            Refusal::Token(denial) => denial.reason().into(),
-            Refusal::NotFound => "not found".into(),
-            Refusal::MethodNotAllowed => "method not allowed".into(),
-            Refusal::RangeNotSatisfiable(_) => "range not satisfiable".into(),
-            Refusal::Origin => "origin unavailable".into(),
-            Refusal::BadPlaylist => "origin playlist invalid".into(),
+            Refusal::Forwarding(unreadable) => unreadable.reason(),
+            Refusal::BadPath(why) => why.reason(),
+            Refusal::Token(denial) => denial.reason(),
+            Refusal::NotFound => "not found",
+            Refusal::MethodNotAllowed => "method not allowed",
+            Refusal::RangeNotSatisfiable(_) => "range not satisfiable",
+            Refusal::Origin => "origin unavailable",
+            Refusal::BadPlaylist => "origin playlist invalid",
         }
     }
 }

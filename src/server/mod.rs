@@ -9,6 +9,7 @@ mod admin;
 mod error;
 mod gate;
 mod media;
+mod refusal_log;
 mod shutdown;
 mod viewer;
 
@@ -29,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -40,8 +42,11 @@ use crate::playlist::Verdicts;
 use crate::token;
 use shutdown::{Shutdown, Trigger};
 
-/// How long open connections may take to finish after a shutdown signal.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// Connections the admin port holds at once: a scraper and a few probes.
+const ADMIN_CONNECTIONS: usize = 64;
+/// File descriptors a process needs besides its connections: listeners, files being read,
+/// the log, the runtime's own.
+const SPARE_FILES: u64 = 64;
 
 /// The player page, for people: hls.js from its CDN, the signed URL from `?src=`.
 const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
@@ -52,11 +57,13 @@ pub struct App {
     pub origin: DirOrigin,
     pub verdicts: Verdicts,
     pub metrics: Metrics,
+    pub refusal_log: refusal_log::RefusalLog,
     pub draining: AtomicBool,
 }
 
 /// Runs until SIGTERM or Ctrl-C, then drains. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
+    raise_open_file_limit(config.max_connections);
     let viewers = bind(config.listen, "listen").await?;
     let admin = bind(config.admin_listen, "admin_listen").await?;
     let viewer_addr = viewers.local_addr()?;
@@ -68,6 +75,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
         origin: DirOrigin::new(&config.streams_dir),
         verdicts: Verdicts::default(),
         metrics: Metrics::default(),
+        refusal_log: refusal_log::RefusalLog::default(),
         draining: AtomicBool::new(false),
     });
     // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
@@ -75,7 +83,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     announce_links(&config, viewer_addr);
 
     let (trigger, shutdown) = shutdown::channel();
-    tokio::spawn(signals.handle(Arc::clone(&app), config_path, trigger));
+    let (hurry, hurried) = shutdown::channel();
+    tokio::spawn(signals.handle(Arc::clone(&app), config_path, trigger, hurry));
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
@@ -86,26 +95,52 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
         tokio::spawn(serve_admin(admin, admin::router(Arc::clone(&app)), http.clone(), admin_shutdown));
 
     let graceful = GracefulShutdown::new();
-    accept_loop(viewers, viewer_router(Arc::clone(&app), &config.cors_origins), &http, &graceful, shutdown)
-        .await;
-    tracing::info!("shutting down: no new connections; draining open ones");
-    match tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained; bye"),
-        Err(_) => tracing::warn!(
-            deadline_s = DRAIN_DEADLINE.as_secs(),
-            "drain deadline passed; closing what is left"
-        ),
-    }
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let router = viewer_router(Arc::clone(&app), &config.cors_origins);
+    accept_loop(viewers, router, &http, &graceful, &limit, shutdown).await;
+    tracing::info!(
+        deadline_s = config.drain_timeout.as_secs(),
+        "shutting down: no new connections; draining open ones (a second signal stops at once)"
+    );
+    drain(graceful, config.drain_timeout, hurried).await;
     admin_done.fire();
     let _ = admin_loop.await;
     Ok(())
+}
+
+/// Lets open connections finish, until the deadline or a second signal.
+async fn drain(connections: GracefulShutdown, deadline: Duration, mut hurried: Shutdown) {
+    tokio::select! {
+        drained = tokio::time::timeout(deadline, connections.shutdown()) => match drained {
+            Ok(()) => tracing::info!("drained; bye"),
+            Err(_) => tracing::warn!(deadline_s = deadline.as_secs(), "drain deadline passed; closing what is left"),
+        },
+        () = hurried.recv() => tracing::warn!("second signal: closing open connections now"),
+    }
 }
 
 /// The admin listener until `shutdown`. Its requests are short: open ones are closed with
 /// it rather than drained.
 async fn serve_admin(listener: TcpListener, router: Router, http: http1::Builder, shutdown: Shutdown) {
     let connections = GracefulShutdown::new();
-    accept_loop(listener, router, &http, &connections, shutdown).await;
+    let limit = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    accept_loop(listener, router, &http, &connections, &limit, shutdown).await;
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Go's runtime do: the 1024 a systemd unit or a container inherits would cap the audience at
+/// about a thousand viewers.
+fn raise_open_file_limit(max_connections: usize) {
+    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(SPARE_FILES);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is below max_connections: raise the hard limit (systemd LimitNOFILE, docker ulimits nofile)"
+        ),
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
@@ -137,14 +172,25 @@ fn cors(origins: &[String]) -> CorsLayer {
     }
 }
 
+/// Accepts until `shutdown`, holding one of `limit`'s permits per open connection: at the limit
+/// it stops accepting (the kernel's backlog holds newcomers) and resumes when one closes.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     http: &http1::Builder,
     graceful: &GracefulShutdown,
+    limit: &Arc<Semaphore>,
     mut shutdown: Shutdown,
 ) {
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed; if it were, no connection could be taken again.
+                Err(_) => return,
+            },
+            () = shutdown.recv() => return,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -170,6 +216,7 @@ async fn accept_loop(
             if let Err(e) = connection.await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
 }
@@ -193,7 +240,8 @@ impl Signals {
         })
     }
 
-    async fn handle(mut self, app: Arc<App>, config_path: PathBuf, trigger: Trigger) {
+    /// Reloads on SIGHUP; the first SIGTERM or SIGINT fires `drain`, the second `hurry`.
+    async fn handle(mut self, app: Arc<App>, config_path: PathBuf, drain: Trigger, hurry: Trigger) {
         loop {
             tokio::select! {
                 _ = self.hangup.recv() => reload(&app, &config_path),
@@ -202,7 +250,12 @@ impl Signals {
             }
         }
         app.draining.store(true, Ordering::Relaxed);
-        trigger.fire();
+        drain.fire();
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        hurry.fire();
     }
 }
 
@@ -214,7 +267,7 @@ fn reload(app: &App, config_path: &Path) {
             let streams = config::stream_names(&generation.streams).join(",");
             app.keys.replace(generation);
             app.metrics.record_reload(true);
-            tracing::info!(streams = %streams, "config reloaded; new keys and policies in force (listen addresses, streams_dir and CORS need a restart)");
+            tracing::info!(streams = %streams, "config reloaded; new keys and policies in force (listen addresses, streams_dir, CORS and the connection settings need a restart)");
         }
         Err(e) => {
             app.metrics.record_reload(false);

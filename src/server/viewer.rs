@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::error::Refusal;
 use super::gate::{self, Admitted};
 use super::media::{self, RangeAsk};
+use super::refusal_log::{self, Verdict};
 use super::App;
 use crate::client_ip::client_ip;
 use crate::keys::Generation;
@@ -57,9 +58,28 @@ pub async fn handle(
         }
         Err(refusal) => {
             app.metrics.record(stream, kind, refusal.outcome(), started.elapsed());
-            tracing::info!(client = %client, path = %req.uri.path(), status = refusal.status().as_u16(), reason = %refusal.reason(), "refused");
+            log_refusal(&app, &refusal, client, req.uri.path(), started);
             refusal.into_response()
         }
+    }
+}
+
+/// One line per client and reason per window (see `refusal_log`): a flood of refusals is
+/// counted, not written out.
+fn log_refusal(app: &App, refusal: &Refusal, client: IpAddr, path: &str, now: Instant) {
+    let (verdict, closed) = app.refusal_log.admit(client, refusal.reason(), now);
+    if let Some(closed) = closed {
+        tracing::warn!(
+            suppressed = closed.suppressed,
+            window_s = refusal_log::WINDOW.as_secs(),
+            "refusal lines suppressed in the last window (one line per client and reason)"
+        );
+    }
+    match verdict {
+        Verdict::Log => {
+            tracing::info!(client = %client, path = %path, status = refusal.status().as_u16(), reason = %refusal.reason(), "refused")
+        }
+        Verdict::Suppress => app.metrics.record_suppressed_refusal_line(),
     }
 }
 
