@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 scripts/test-deps.sh
 
+# Style and lints first: they are the cheapest failures to read.
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
 # Build the server binary first so the integration tests (which run it via
 # CARGO_BIN_EXE_hlsgate) do not race each other into the build, and a compile error
 # shows up on its own.
