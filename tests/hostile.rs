@@ -199,9 +199,10 @@ async fn traversal_in_every_encoding_is_400_and_nothing_outside_streams_dir_is_s
     let resp = get(to, &format!("{sneaky}?md5={token}&expires={exp}"), VIEWER).await;
     assert_eq!(resp.status, 404, "a literal name that does not exist");
     assert_no_leak(&resp.body, sneaky);
-    // The file inside streams_dir but in no stream: `/secret.txt` is an unknown stream.
+    // The file inside streams_dir but in no stream: `/secret.txt` names an unknown stream,
+    // which answers as a bad token does (403), whatever the token.
     let resp = get(to, &signed_for("/secret.txt", VIEWER), VIEWER).await;
-    assert_eq!(resp.status, 404);
+    assert_eq!(resp.status, 403);
     assert_no_leak(&resp.body, "/secret.txt");
 
     assert_healthy(&server).await;
