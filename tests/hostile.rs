@@ -320,6 +320,7 @@ async fn a_huge_query_is_414_or_431_and_the_server_carries_on() {
     for size in [100 << 10, 1 << 20] {
         let target = format!("{signed}&pad={}", "a".repeat(size));
         let status = oversized(&server, &get_bytes(target.as_bytes(), &[])).await;
+        eprintln!("a {size} byte query: {status}");
         assert!([414, 431].contains(&status), "{size} byte query: {status}");
         assert_healthy(&server).await;
     }
