@@ -25,8 +25,8 @@ fn bench(c: &mut Criterion) {
         session_ttl: 14400,
         segment_ttl: SegmentTtl::Auto,
     };
-    let media_at = Location { path: "/demo/180p/index.m3u8", public_hosts: &[] };
-    let master_at = Location { path: "/demo/master.m3u8", public_hosts: &[] };
+    let media_at = Location { path: "/demo/180p/index.m3u8", query: "", public_hosts: &[] };
+    let master_at = Location { path: "/demo/master.m3u8", query: "", public_hosts: &[] };
 
     let mut group = c.benchmark_group("playlist");
     group.bench_function("rewrite_master_2_uris", |b| {
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| playlist::rewrite(black_box(live.as_bytes()), &media_at, &issue))
     });
     let verdicts = playlist::Verdicts::default();
-    let shape = verdicts.vet(media_at.path, &vod).expect("the demo vets");
+    let shape = verdicts.vet(media_at.path, &vod).expect("the demo vets").shape();
     group.bench_function("verdicts_hit_vod", |b| b.iter(|| verdicts.vet(media_at.path, black_box(&vod))));
     group.bench_function("rewrite_vetted_vod_8_segments", |b| {
         b.iter(|| playlist::rewrite_vetted(black_box(&vod), shape, &media_at, &issue))

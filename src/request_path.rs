@@ -37,8 +37,19 @@ impl StreamPath {
     }
 
     pub fn is_playlist(&self) -> bool {
-        crate::playlist::is_playlist(&self.decoded)
+        is_playlist(&self.decoded)
     }
+}
+
+/// Whether a path names a playlist: `.m3u8`, or the older `.m3u`, in any case (RFC 8216 §4).
+/// The one answer every caller uses, so a playlist is never served unrewritten because its
+/// name was spelled `INDEX.M3U8`.
+pub fn is_playlist(path: &str) -> bool {
+    let ends_with = |suffix: &str| {
+        path.len() >= suffix.len()
+            && path.get(path.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+    };
+    ends_with(".m3u8") || ends_with(".m3u")
 }
 
 /// Why a path was refused: a short reason for the client and the log.
@@ -50,7 +61,6 @@ pub enum BadPath {
     ControlCharacter,
     Backslash,
     DotSegment,
-    EmptySegment,
 }
 
 impl BadPath {
@@ -63,7 +73,6 @@ impl BadPath {
             BadPath::ControlCharacter => "control character in path",
             BadPath::Backslash => "backslash in path",
             BadPath::DotSegment => "dot segment in path",
-            BadPath::EmptySegment => "empty segment in path",
         }
     }
 }
@@ -89,6 +98,9 @@ pub fn parse(raw: &str) -> Result<StreamPath, BadPath> {
     if decoded.contains('\\') {
         return Err(BadPath::Backslash);
     }
+    // nginx merges slashes (`merge_slashes on`) and hashes the merged `$uri`: `/s//a.ts` is
+    // `/s/a.ts`, for the token and for the file.
+    let decoded = merge_slashes(decoded);
     check_segments(&decoded)?;
     let stream_end = decoded.get(1..).and_then(|rest| rest.find('/')).map_or(decoded.len(), |i| i + 1);
     Ok(StreamPath { decoded, stream_end })
@@ -102,18 +114,24 @@ fn has_encoded_separator(raw: &str) -> bool {
     })
 }
 
-/// Every segment is a real name: no `.`, `..`, or `//`. A trailing `/` (a directory) is allowed.
-fn check_segments(decoded: &str) -> Result<(), BadPath> {
-    let inner = decoded.trim_start_matches('/').strip_suffix('/').unwrap_or(decoded.trim_start_matches('/'));
-    if decoded.starts_with("//") {
-        return Err(BadPath::EmptySegment);
+/// Runs of `/` as one.
+fn merge_slashes(path: String) -> String {
+    if !path.contains("//") {
+        return path;
     }
-    for segment in inner.split('/') {
-        match segment {
-            "." | ".." => return Err(BadPath::DotSegment),
-            "" if decoded != "/" => return Err(BadPath::EmptySegment),
-            _ => {}
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
         }
+    }
+    merged
+}
+
+/// No segment is `.` or `..`. A trailing `/` (a directory) is allowed.
+fn check_segments(decoded: &str) -> Result<(), BadPath> {
+    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(BadPath::DotSegment);
     }
     Ok(())
 }
@@ -154,8 +172,6 @@ mod tests {
             ("/demo/a\\b", BadPath::Backslash),
             ("/demo/a%00.ts", BadPath::ControlCharacter),
             ("/demo/a%0a.ts", BadPath::ControlCharacter),
-            ("/demo//x.ts", BadPath::EmptySegment),
-            ("//etc/passwd", BadPath::EmptySegment),
             ("/demo/%ff.ts", BadPath::NotUtf8),
             ("demo/x.ts", BadPath::NotAbsolute),
             ("*", BadPath::NotAbsolute),
@@ -163,6 +179,25 @@ mod tests {
         for (raw, why) in cases {
             assert_eq!(parse(raw), Err(why), "{raw}");
         }
+    }
+
+    #[test]
+    fn playlist_names_in_any_case() {
+        for name in ["/s/index.m3u8", "/s/INDEX.M3U8", "/s/a.M3u8", "/s/old.m3u", "/s/OLD.M3U", "x.m3u8"] {
+            assert!(is_playlist(name), "{name}");
+        }
+        for name in ["/s/a.ts", "/s/a.m3u8.ts", "/s/m3u8", "/s/a.m3u88", "", "/s/é.m3u8x", "/s/é"] {
+            assert!(!is_playlist(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn slashes_are_merged_as_nginx_does() {
+        assert_eq!(parse("/demo//x.ts").unwrap().as_str(), "/demo/x.ts");
+        assert_eq!(parse("//demo///a//b.ts").unwrap().file(), "a/b.ts");
+        assert_eq!(parse("/demo//").unwrap().as_str(), "/demo/");
+        assert_eq!(parse("//etc/passwd").unwrap().stream(), "etc");
+        assert_eq!(parse("/demo//..//x"), Err(BadPath::DotSegment));
     }
 
     #[test]

@@ -132,10 +132,8 @@ async fn traversal_in_every_encoding_is_400_and_nothing_outside_streams_dir_is_s
         "/s/..\\secret.txt",
         "/s\\..\\secret.txt",
         "/s/a.ts\\",
-        "//secret.txt",
-        "//s/a.ts",
-        "/s//a.ts",
         "/s/./a.ts",
+        "//s/..//secret.txt",
         "/./s/a.ts",
         "/s/..",
         "/..",
@@ -174,6 +172,17 @@ async fn traversal_in_every_encoding_is_400_and_nothing_outside_streams_dir_is_s
             assert_eq!(resp.status, 400, "{attempt}: {}", resp.text());
             assert_no_leak(&resp.body, &attempt);
         }
+    }
+    // Doubled slashes are merged as nginx merges them: the token is for the merged path, and
+    // merging reaches nothing a single slash does not.
+    for (target, merged) in
+        [("//s/a.ts", "/s/a.ts"), ("/s//a.ts", "/s/a.ts"), ("//secret.txt", "/secret.txt")]
+    {
+        let token = sign(exp, merged, Some(VIEWER), &Key::new(KEY));
+        let resp = get(to, &format!("{target}?md5={token}&expires={exp}"), VIEWER).await;
+        let expected = if merged.starts_with("/s/") { 200 } else { 403 };
+        assert_eq!(resp.status, expected, "{target}: {}", resp.text());
+        assert_no_leak(&resp.body, target);
     }
     // Raw bytes that no URL encoder would send: a NUL, overlong dots, 0xFF, a backslash.
     for target in [

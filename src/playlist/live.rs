@@ -7,19 +7,30 @@ use std::fmt::Write as _;
 use m3u8_rs::{MediaPlaylist, Playlist};
 
 use super::vet::parse;
-use super::PlaylistError;
+use super::{PlaylistError, Shape};
 
 /// One VOD segment, with the tags in effect for it as the VOD wrote them.
 #[derive(Debug)]
-struct Segment<'a> {
-    uri: &'a str,
+struct Segment {
+    uri: Box<str>,
     duration_ms: u64,
     /// Length and absolute offset: a live window starts anywhere, so an offset left implicit in
     /// the VOD must be spelled out.
     byte_range: Option<(u64, u64)>,
     /// The EXT-X-KEY lines in effect (several when several KEYFORMATs are offered).
-    keys: Vec<&'a str>,
-    map: Option<&'a str>,
+    keys: Vec<Box<str>>,
+    map: Option<Box<str>>,
+}
+
+/// A VOD read once, ready to cut any number of live windows from: what
+/// [`Verdicts`](super::Verdicts) keeps with the text, so a window costs no parsing.
+#[derive(Debug)]
+pub struct LiveLoop {
+    version: usize,
+    /// The VOD's target duration, raised to its longest segment if it lies.
+    target_duration: u64,
+    segments: Vec<Segment>,
+    loop_ms: u64,
 }
 
 /// Where a VOD line-scan finds a segment's URI and the KEY/MAP lines in effect for it.
@@ -33,24 +44,49 @@ struct Scanned<'a> {
 /// Turns a VOD media playlist into the live window at `now_ms`: the last `window` segments
 /// published before the one being "recorded" now.
 pub fn simulate_live(vod: &[u8], window: usize, now_ms: u64) -> Result<String, PlaylistError> {
-    let text = std::str::from_utf8(vod).map_err(|_| PlaylistError::NotUtf8)?;
-    let Playlist::MediaPlaylist(media) = parse(vod)? else {
-        return Err(PlaylistError::NotMedia);
-    };
-    let segments = segments(text, &media)?;
-    let loop_ms = segments.iter().fold(0u64, |sum, s| sum.saturating_add(s.duration_ms));
-    if loop_ms == 0 {
-        return Err(PlaylistError::NoSegments);
+    Ok(LiveLoop::read(vod)?.window(window, now_ms))
+}
+
+impl LiveLoop {
+    /// Reads a VOD media playlist.
+    pub fn read(vod: &[u8]) -> Result<LiveLoop, PlaylistError> {
+        let text = std::str::from_utf8(vod).map_err(|_| PlaylistError::NotUtf8)?;
+        let Playlist::MediaPlaylist(media) = parse(vod)? else {
+            return Err(PlaylistError::NotMedia);
+        };
+        let segments = segments(text, &media)?;
+        let loop_ms = segments.iter().fold(0u64, |sum, s| sum.saturating_add(s.duration_ms));
+        if loop_ms == 0 {
+            return Err(PlaylistError::NoSegments);
+        }
+        // Every EXTINF must round to at most the target duration; trust the VOD's unless it lies.
+        let longest = segments.iter().map(|s| s.duration_ms.saturating_add(500) / 1000).max().unwrap_or(0);
+        Ok(LiveLoop {
+            version: media.version.unwrap_or(1).max(3),
+            target_duration: media.target_duration.max(longest),
+            segments,
+            loop_ms,
+        })
     }
-    let recording = recording_sequence(&segments, loop_ms, now_ms);
-    let first = recording.saturating_sub(window.max(1) as u64);
-    Ok(write_window(&media, &segments, first..recording))
+
+    /// The live window at `now_ms`: the last `window` segments published before the one being
+    /// "recorded" now.
+    pub fn window(&self, window: usize, now_ms: u64) -> String {
+        let recording = recording_sequence(&self.segments, self.loop_ms, now_ms);
+        let first = recording.saturating_sub(window.max(1) as u64);
+        self.write_window(first..recording)
+    }
+
+    /// What the windows are: live media playlists of this target duration.
+    pub fn shape(&self) -> Shape {
+        Shape::Media { target_duration: self.target_duration, vod: false }
+    }
 }
 
 /// Pairs m3u8-rs's segments (durations, byte ranges) with a line scan of the same text, which
 /// gives the KEY and MAP lines byte for byte. m3u8-rs cannot supply those: it attaches a KEY or
 /// MAP only to the one segment right after it, and writes MAP attributes in HashMap order.
-fn segments<'a>(text: &'a str, media: &MediaPlaylist) -> Result<Vec<Segment<'a>>, PlaylistError> {
+fn segments(text: &str, media: &MediaPlaylist) -> Result<Vec<Segment>, PlaylistError> {
     let scanned = scan(text);
     if media.segments.is_empty() {
         return Err(PlaylistError::NoSegments);
@@ -72,11 +108,11 @@ fn segments<'a>(text: &'a str, media: &MediaPlaylist) -> Result<Vec<Segment<'a>>
             (range.length, offset)
         });
         out.push(Segment {
-            uri: line.uri,
+            uri: line.uri.into(),
             duration_ms: (f64::from(parsed.duration) * 1000.0).round() as u64,
             byte_range,
-            keys: line.keys,
-            map: line.map,
+            keys: line.keys.into_iter().map(Box::from).collect(),
+            map: line.map.map(Box::from),
         });
     }
     Ok(out)
@@ -134,54 +170,54 @@ fn discontinuity_sequence(first: u64, count: u64) -> u64 {
     first.saturating_sub(1) / count
 }
 
-fn write_window(media: &MediaPlaylist, segments: &[Segment], sequences: std::ops::Range<u64>) -> String {
-    let count = segments.len() as u64;
-    let version = media.version.unwrap_or(1).max(3);
-    // Every EXTINF must round to at most the target duration; trust the VOD's unless it lies.
-    let longest = segments.iter().map(|s| s.duration_ms.saturating_add(500) / 1000).max().unwrap_or(0);
-    let target = media.target_duration.max(longest);
-    let mut out = String::new();
-    // `write!` to a String cannot fail.
-    let _ = write!(
-        out,
-        "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n\
-         #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-        sequences.start,
-        discontinuity_sequence(sequences.start, count),
-    );
-    let mut previous: Option<&Segment> = None;
-    for sequence in sequences {
-        let Some(segment) = usize::try_from(sequence % count).ok().and_then(|i| segments.get(i)) else {
-            continue;
-        };
-        if previous.is_some() && starts_loop(sequence, count) {
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
-        write_state_changes(&mut out, previous, segment);
-        if previous.is_none() && starts_loop(sequence, count) {
-            // The first segment's MAP/KEY went into the header above; its tag follows them.
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
-        if let Some((length, offset)) = segment.byte_range {
-            let _ = writeln!(out, "#EXT-X-BYTERANGE:{length}@{offset}");
-        }
-        let _ = writeln!(
+impl LiveLoop {
+    fn write_window(&self, sequences: std::ops::Range<u64>) -> String {
+        let segments = &self.segments;
+        let count = segments.len() as u64;
+        let (version, target) = (self.version, self.target_duration);
+        let mut out = String::new();
+        // `write!` to a String cannot fail.
+        let _ = write!(
             out,
-            "#EXTINF:{}.{:03},\n{}",
-            segment.duration_ms / 1000,
-            segment.duration_ms % 1000,
-            segment.uri
+            "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n\
+         #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+            sequences.start,
+            discontinuity_sequence(sequences.start, count),
         );
-        previous = Some(segment);
+        let mut previous: Option<&Segment> = None;
+        for sequence in sequences {
+            let Some(segment) = usize::try_from(sequence % count).ok().and_then(|i| segments.get(i)) else {
+                continue;
+            };
+            if previous.is_some() && starts_loop(sequence, count) {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            write_state_changes(&mut out, previous, segment);
+            if previous.is_none() && starts_loop(sequence, count) {
+                // The first segment's MAP/KEY went into the header above; its tag follows them.
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if let Some((length, offset)) = segment.byte_range {
+                let _ = writeln!(out, "#EXT-X-BYTERANGE:{length}@{offset}");
+            }
+            let _ = writeln!(
+                out,
+                "#EXTINF:{}.{:03},\n{}",
+                segment.duration_ms / 1000,
+                segment.duration_ms % 1000,
+                segment.uri
+            );
+            previous = Some(segment);
+        }
+        out
     }
-    out
 }
 
 /// Writes the MAP and KEY lines of `segment` where they differ from those of the segment
 /// before it in the window (all of them for the first).
 fn write_state_changes(out: &mut String, previous: Option<&Segment>, segment: &Segment) {
-    if segment.map != previous.and_then(|p| p.map) {
-        if let Some(map) = segment.map {
+    if segment.map != previous.and_then(|p| p.map.clone()) {
+        if let Some(map) = &segment.map {
             out.push_str(map);
             out.push('\n');
         }
@@ -327,9 +363,12 @@ mod tests {
             session_ttl: 3600,
             segment_ttl: SegmentTtl::Auto,
         };
-        let signed =
-            rewrite(text.as_bytes(), &Location { path: "/demo/live.m3u8", public_hosts: &[] }, &issue)
-                .unwrap();
+        let signed = rewrite(
+            text.as_bytes(),
+            &Location { path: "/demo/live.m3u8", query: "", public_hosts: &[] },
+            &issue,
+        )
+        .unwrap();
         assert_eq!(signed.matches("?md5=").count(), 4);
     }
 

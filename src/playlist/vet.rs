@@ -3,9 +3,12 @@
 //! playlist: a live playlist is fetched by every viewer each target duration but changes once
 //! per segment, and vetting is a sixth of a playlist request's CPU.
 
+use std::sync::{Arc, OnceLock};
+
 use dashmap::DashMap;
 use m3u8_rs::{MediaPlaylistType, Playlist};
 
+use super::live::LiveLoop;
 use super::PlaylistError;
 
 /// What a rewrite needs to know about a playlist that passed vetting.
@@ -17,6 +20,34 @@ pub enum Shape {
         /// ENDLIST, or PLAYLIST-TYPE:VOD: no more refreshes.
         vod: bool,
     },
+}
+
+impl Shape {
+    /// The one answer to "is this a VOD": a media playlist with ENDLIST or PLAYLIST-TYPE:VOD,
+    /// as m3u8-rs read it (never a byte search, which a comment would fool).
+    pub fn is_vod(self) -> bool {
+        matches!(self, Shape::Media { vod: true, .. })
+    }
+}
+
+/// A playlist text that passed vetting: its shape, and (for a VOD that is served as live) the
+/// loop read from it once.
+#[derive(Debug)]
+pub struct Vetted {
+    text: Box<[u8]>,
+    shape: Shape,
+    live: OnceLock<Result<LiveLoop, PlaylistError>>,
+}
+
+impl Vetted {
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The VOD read as a loop for live simulation, on the first call only.
+    pub fn live_loop(&self) -> Result<&LiveLoop, PlaylistError> {
+        self.live.get_or_init(|| LiveLoop::read(&self.text)).as_ref().map_err(Clone::clone)
+    }
 }
 
 /// Makes sure the text is a playlist at all, with m3u8-rs, and says what kind.
@@ -67,7 +98,7 @@ fn line_number(text: &[u8], offset: usize) -> usize {
 /// comparison of the text; a refused playlist is not remembered.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    by_path: DashMap<String, (Box<[u8]>, Shape)>,
+    by_path: DashMap<String, Arc<Vetted>>,
 }
 
 impl Verdicts {
@@ -76,18 +107,18 @@ impl Verdicts {
     const CAPACITY: usize = 1024;
 
     /// [`vet`], answered from memory when `path` last had exactly this text.
-    pub fn vet(&self, path: &str, text: &[u8]) -> Result<Shape, PlaylistError> {
+    pub fn vet(&self, path: &str, text: &[u8]) -> Result<Arc<Vetted>, PlaylistError> {
         if let Some(seen) = self.by_path.get(path) {
-            if *seen.0 == *text {
-                return Ok(seen.1);
+            if *seen.text == *text {
+                return Ok(Arc::clone(&seen));
             }
         }
-        let shape = vet(text)?;
+        let vetted = Arc::new(Vetted { text: text.into(), shape: vet(text)?, live: OnceLock::new() });
         if self.by_path.len() >= Self::CAPACITY {
             self.by_path.clear();
         }
-        self.by_path.insert(path.to_owned(), (text.into(), shape));
-        Ok(shape)
+        self.by_path.insert(path.to_owned(), Arc::clone(&vetted));
+        Ok(vetted)
     }
 
     #[cfg(test)]
@@ -117,15 +148,21 @@ mod tests {
     fn a_verdict_follows_the_text_of_its_path() {
         let verdicts = Verdicts::default();
         let path = "/s/index.m3u8";
-        assert_eq!(verdicts.vet(path, LIVE.as_bytes()), vet(LIVE.as_bytes()));
-        assert_eq!(verdicts.vet(path, LIVE.as_bytes()), vet(LIVE.as_bytes()));
+        assert_eq!(verdicts.vet(path, LIVE.as_bytes()).map(|v| v.shape()), vet(LIVE.as_bytes()));
+        assert_eq!(verdicts.vet(path, LIVE.as_bytes()).map(|v| v.shape()), vet(LIVE.as_bytes()));
         // The packager ends the event: the same path, new text, a new verdict.
-        assert_eq!(verdicts.vet(path, VOD.as_bytes()), Ok(Shape::Media { target_duration: 4, vod: true }));
+        assert_eq!(
+            verdicts.vet(path, VOD.as_bytes()).map(|v| v.shape()),
+            Ok(Shape::Media { target_duration: 4, vod: true })
+        );
         // A broken write is refused, and is not remembered in place of the last good one.
         assert!(verdicts.vet(path, b"#EXTM3U\n\xff.ts\n").is_err());
         assert!(verdicts.vet(path, b"not a playlist").is_err());
-        assert_eq!(verdicts.vet(path, VOD.as_bytes()), Ok(Shape::Media { target_duration: 4, vod: true }));
-        assert_eq!(verdicts.vet("/s/master.m3u8", MASTER.as_bytes()), Ok(Shape::Master));
+        assert_eq!(
+            verdicts.vet(path, VOD.as_bytes()).map(|v| v.shape()),
+            Ok(Shape::Media { target_duration: 4, vod: true })
+        );
+        assert_eq!(verdicts.vet("/s/master.m3u8", MASTER.as_bytes()).map(|v| v.shape()), Ok(Shape::Master));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
@@ -64,8 +64,8 @@ pub struct App {
 /// Runs until SIGTERM or Ctrl-C, then drains. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     raise_open_file_limit(config.max_connections);
-    let viewers = bind(config.listen, "listen").await?;
-    let admin = bind(config.admin_listen, "admin_listen").await?;
+    let viewers = bind(config.listen, "listen")?;
+    let admin = bind(config.admin_listen, "admin_listen")?;
     let viewer_addr = viewers.local_addr()?;
     // Installed before the ready line: until then SIGHUP's default action would kill the
     // process, and scripts reload as soon as they see "ready".
@@ -143,10 +143,19 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-async fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("{field}: cannot bind {addr}: {e}")))
+/// Pending connections the kernel holds for us. The standard library's 128 overflows when
+/// viewers arrive in a burst (a broadcast starting), or wait while `max_connections` is
+/// reached; the kernel caps it at `net.core.somaxconn` anyway.
+const BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|e: io::Error| io::Error::new(e.kind(), format!("{field}: cannot bind {addr}: {e}")))
 }
 
 fn viewer_router(app: Arc<App>, cors_origins: &[String]) -> Router {
@@ -317,7 +326,7 @@ fn entry_playlist(dir: &Path) -> Option<String> {
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| crate::playlist::is_playlist(n))
+        .filter(|n| crate::request_path::is_playlist(n))
         .collect();
     found.sort();
     found.into_iter().next()

@@ -89,7 +89,7 @@ fn log_refusal(app: &App, refusal: &Refusal, client: IpAddr, path: &str, now: In
 fn labels<'a>(path: Option<&StreamPath>, raw: &str, generation: &'a Generation) -> (&'a str, Kind) {
     let (first, playlist) = match path {
         Some(path) => (path.stream(), path.is_playlist()),
-        None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), playlist::is_playlist(raw)),
+        None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), request_path::is_playlist(raw)),
     };
     let stream = generation.streams.get_key_value(first).map_or("unknown", |(name, _)| name.as_str());
     (stream, if playlist { Kind::Playlist } else { Kind::Media })
@@ -108,7 +108,14 @@ async fn answer(
     let fetched =
         app.origin.fetch(admitted.path.origin_path()).await.map_err(|e| origin_refusal(e, &admitted))?;
     let response = if admitted.path.is_playlist() {
-        playlist_response(app, &admitted, fetched, client, public_hosts)?
+        let query = req.uri.query().unwrap_or("");
+        playlist_response(
+            app,
+            &admitted,
+            fetched,
+            client,
+            Location { path: admitted.path.as_str(), query, public_hosts },
+        )?
     } else {
         media_response(&admitted, fetched, req.headers.get(header::RANGE))?
     };
@@ -131,7 +138,7 @@ fn playlist_response(
     admitted: &Admitted,
     fetched: Fetched,
     client: IpAddr,
-    public_hosts: &[String],
+    at: Location,
 ) -> Result<Response, Refusal> {
     let origin::Body::Whole(source) = fetched.body else {
         tracing::error!(path = %admitted.path.as_str(), "playlist larger than the whole-file limit");
@@ -139,13 +146,14 @@ fn playlist_response(
     };
     let policy = &admitted.policy;
     let now_ms = unix_now_ms();
+    let vetted = app.verdicts.vet(admitted.path.as_str(), &source).map_err(|e| bad_playlist(admitted, e))?;
     let looped;
-    let source: &[u8] = if policy.simulate_live && is_vod(&source) {
-        looped = playlist::simulate_live(&source, policy.live_window, now_ms)
-            .map_err(|e| bad_playlist(admitted, e))?;
-        looped.as_bytes()
+    let (text, shape): (&[u8], _) = if policy.simulate_live && vetted.shape().is_vod() {
+        let live = vetted.live_loop().map_err(|e| bad_playlist(admitted, e))?;
+        looped = live.window(policy.live_window, now_ms);
+        (looped.as_bytes(), live.shape())
     } else {
-        &source
+        (&source, vetted.shape())
     };
     let binding = policy.issue_binding(client);
     let issue = Issue {
@@ -156,9 +164,7 @@ fn playlist_response(
         session_ttl: policy.session_ttl,
         segment_ttl: policy.segment_ttl,
     };
-    let at = Location { path: admitted.path.as_str(), public_hosts };
-    let shape = app.verdicts.vet(admitted.path.as_str(), source).map_err(|e| bad_playlist(admitted, e))?;
-    let text = playlist::rewrite_vetted(source, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
+    let text = playlist::rewrite_vetted(text, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
     Ok((
         StatusCode::OK,
         [
@@ -175,11 +181,6 @@ fn playlist_response(
 fn bad_playlist(admitted: &Admitted, e: playlist::PlaylistError) -> Refusal {
     tracing::error!(path = %admitted.path.as_str(), error = %e, "origin playlist does not parse; not serving it");
     Refusal::BadPlaylist
-}
-
-/// A finished (ENDLIST) media playlist: the only kind live simulation can loop.
-fn is_vod(source: &[u8]) -> bool {
-    source.windows(b"#EXT-X-ENDLIST".len()).any(|w| w == b"#EXT-X-ENDLIST")
 }
 
 fn media_response(

@@ -1,0 +1,269 @@
+//! Signing one URI of a playlist: resolving it as a player will (RFC 3986 against the
+//! playlist's URL, then percent-decoding and merging slashes as the gate does), deciding whether
+//! it is hlsgate's to sign, and writing it back with its token where the player will send it.
+
+use std::fmt::Write as _;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+
+use super::vars::{has_reference, Variables};
+use super::{Issue, Location};
+use crate::request_path::{self, StreamPath};
+use crate::token::{self, ParamNames};
+
+/// Characters of a decoded path that must be escaped again before a URI can be resolved
+/// against it: `%` so nothing is decoded twice, `?` and `#` so they stay in the path.
+const PATH_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
+
+/// Everything one rewrite needs to sign a URI.
+pub(super) struct Signer<'a> {
+    /// The request path, escaped again: players resolve URIs against the URL as sent.
+    base: String,
+    stream: &'a str,
+    public_hosts: &'a [String],
+    issue: &'a Issue<'a>,
+    expires: u64,
+}
+
+impl<'a> Signer<'a> {
+    pub(super) fn new(at: &Location<'a>, issue: &'a Issue<'a>, ttl: u64) -> Self {
+        let escaped = utf8_percent_encode(at.path, PATH_ESCAPES).to_string();
+        let base = if escaped.starts_with('/') { escaped } else { format!("/{escaped}") };
+        Signer {
+            base,
+            stream: first_segment(at.path),
+            public_hosts: at.public_hosts,
+            issue,
+            expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
+        }
+    }
+
+    /// Appends the URI with its token and returns true, or appends nothing and returns false
+    /// when it stays untouched: empty, another scheme, another host, outside the stream, a
+    /// directory, or a path the gate would refuse.
+    pub(super) fn push_signed(&self, uri: &str, variables: &Variables, out: &mut String) -> bool {
+        if uri.is_empty() {
+            return false;
+        }
+        if has_reference(uri) {
+            return self.push_signed_with_variables(uri, variables, out);
+        }
+        let reference = Reference::split(uri);
+        let Some(path) = self.file_path(reference.head) else {
+            return false;
+        };
+        self.push_signed_uri(&reference, path.as_str(), out);
+        true
+    }
+
+    /// A URI with variable references, signed for what the player makes of it: the written
+    /// text stays (the player substitutes) and the token goes at its end, where the player will
+    /// send it. A variable hlsgate cannot know (an `IMPORT` from the master) is allowed only in
+    /// the file name: the token is then for the file's directory, which opens the files directly
+    /// in it for this viewer. Anywhere else such a URI stays unsigned, never signed as written.
+    fn push_signed_with_variables(&self, uri: &str, variables: &Variables, out: &mut String) -> bool {
+        let substituted = variables.substitute(uri);
+        // A value that brings its own `#` would put the token in a fragment, never sent.
+        if substituted.matches('#').count() != uri.matches('#').count() {
+            return false;
+        }
+        let seen = Reference::split(&substituted);
+        let path = if has_reference(seen.head) {
+            let directory = match seen.head.rfind('/') {
+                Some(slash) => seen.head.get(..=slash),
+                None => Some("./"),
+            };
+            match directory.filter(|directory| !has_reference(directory)).and_then(|d| self.resolve(d)) {
+                Some(path) => path,
+                None => return false,
+            }
+        } else {
+            match self.file_path(seen.head) {
+                Some(path) => path,
+                None => return false,
+            }
+        };
+        let written = Reference::split(uri);
+        out.push_str(written.head);
+        if let Some(query) = written.query {
+            out.push('?');
+            out.push_str(query);
+        }
+        let separator = match seen.query {
+            None => "?",
+            Some(query) if query.is_empty() || query.ends_with('&') => "",
+            Some(_) => "&",
+        };
+        out.push_str(separator);
+        self.push_token(path.as_str(), out);
+        if let Some(fragment) = written.fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+        true
+    }
+
+    /// The path a player will request for a reference to a file, as the gate will read it.
+    fn file_path(&self, head: &str) -> Option<StreamPath> {
+        self.resolve(head).filter(|path| !path.as_str().ends_with('/'))
+    }
+
+    /// Resolves a reference's scheme, authority and path against the playlist's URL as a player
+    /// does (RFC 3986), then reads the result exactly as the gate will read the player's request
+    /// (`request_path::parse`: decoded, slashes merged): whatever the gate would refuse is not
+    /// signed. None outside the stream or on another host.
+    fn resolve(&self, head: &str) -> Option<StreamPath> {
+        let resolved = match RawPath::of(head, self.public_hosts)? {
+            RawPath::Absolute(path) => remove_dot_segments(path.to_owned()),
+            // A query- or fragment-only reference names the playlist itself.
+            RawPath::Relative("") => remove_dot_segments(self.base.clone()),
+            RawPath::Relative(path) => remove_dot_segments([directory_of(&self.base), path].concat()),
+        };
+        let path = request_path::parse(&resolved).ok()?;
+        (path.stream() == self.stream).then_some(path)
+    }
+
+    /// The URI as written, without old token parameters, plus the new ones (signed for
+    /// `path`) before any fragment.
+    fn push_signed_uri(&self, reference: &Reference, path: &str, out: &mut String) {
+        let names = self.issue.names;
+        out.push_str(reference.head);
+        let mut separator = '?';
+        let query = reference.query.filter(|query| !query.is_empty());
+        for pair in query.into_iter().flat_map(|query| query.split('&')) {
+            if is_token_param(pair, names) {
+                continue;
+            }
+            out.push(separator);
+            out.push_str(pair);
+            separator = '&';
+        }
+        out.push(separator);
+        self.push_token(path, out);
+        if let Some(fragment) = reference.fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+}
+
+impl Signer<'_> {
+    /// `md5=…&expires=…` for `path`, with the stream's parameter names.
+    fn push_token(&self, path: &str, out: &mut String) {
+        let names = self.issue.names;
+        let _ = write!(out, "{}=", names.token);
+        token::sign_into(self.expires, path, self.issue.ip, self.issue.key, out);
+        let _ = write!(out, "&{}={}", names.expires, self.expires);
+    }
+}
+
+/// Compares by decoded name, as `token::parse_query` reads them.
+fn is_token_param(pair: &str, names: &ParamNames) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let name = percent_decode_str(name).decode_utf8_lossy();
+    name == names.token.as_str() || name == names.expires.as_str()
+}
+
+/// A URI reference cut at its first `?` and `#`.
+struct Reference<'a> {
+    /// Scheme, authority and path, as written.
+    head: &'a str,
+    query: Option<&'a str>,
+    fragment: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    fn split(uri: &'a str) -> Self {
+        let (rest, fragment) = match uri.split_once('#') {
+            Some((rest, fragment)) => (rest, Some(fragment)),
+            None => (uri, None),
+        };
+        let (head, query) = match rest.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (rest, None),
+        };
+        Reference { head, query, fragment }
+    }
+}
+
+/// The still-escaped path a reference names on this server.
+enum RawPath<'a> {
+    Absolute(&'a str),
+    Relative(&'a str),
+}
+
+impl<'a> RawPath<'a> {
+    /// None for another scheme than http(s) or a host that is not one of `public_hosts`.
+    fn of(head: &'a str, public_hosts: &[String]) -> Option<Self> {
+        if let Some(network) = head.strip_prefix("//") {
+            return path_on_host(network, public_hosts);
+        }
+        if let Some((scheme, rest)) = split_scheme(head) {
+            let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            return if web { path_on_host(rest.strip_prefix("//")?, public_hosts) } else { None };
+        }
+        if head.starts_with('/') {
+            Some(RawPath::Absolute(head))
+        } else {
+            Some(RawPath::Relative(head))
+        }
+    }
+}
+
+/// The path of `authority/path` when the authority is a public host (ASCII case-insensitive).
+fn path_on_host<'a>(network: &'a str, public_hosts: &[String]) -> Option<RawPath<'a>> {
+    let (authority, path) = match network.find('/') {
+        Some(slash) => network.split_at_checked(slash)?,
+        None => (network, "/"),
+    };
+    let public = public_hosts.iter().any(|host| authority.eq_ignore_ascii_case(host));
+    public.then_some(RawPath::Absolute(path))
+}
+
+/// `scheme:rest` when the text before the first `:` is an RFC 3986 scheme.
+fn split_scheme(head: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = head.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts_alpha = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let valid = starts_alpha && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
+}
+
+/// The path up to and including its last `/`.
+fn directory_of(path: &str) -> &str {
+    path.rfind('/').and_then(|slash| path.get(..=slash)).unwrap_or("/")
+}
+
+/// The first segment of an absolute path: the stream name.
+fn first_segment(path: &str) -> &str {
+    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
+}
+
+/// RFC 3986 §5.2.4 for an absolute path: drops `.` segments, and `..` with the segment
+/// before it, never climbing above the root.
+pub(super) fn remove_dot_segments(path: String) -> String {
+    // Every dot segment follows a `/`: most paths have none, and go back as they came.
+    if !path.contains("/.") {
+        return path;
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut segments = path.strip_prefix('/').unwrap_or(&path).split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => {
+                kept.push(other);
+                continue;
+            }
+        }
+        // A path ending in `.` or `..` names a directory: keep its trailing slash.
+        if last {
+            kept.push("");
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
