@@ -14,7 +14,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::client_ip::{ForwardedHeader, Proxies};
-use crate::keys::{EntryIp, Generation, KeyRing, StreamPolicy};
+use axum::http::{HeaderName, HeaderValue};
+
+use crate::keys::{EntryIp, Generation, KeyRing, OriginSpec, StreamPolicy};
 use crate::playlist::SegmentTtl;
 use crate::token::{Key, ParamNames};
 
@@ -35,6 +37,11 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Open viewer connections at most; past it, new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// The live cache shared by every origin, in bytes.
+    pub cache_bytes: u64,
+    pub origin_connect_timeout: Duration,
+    /// Until an origin's first byte, and between any two of its body chunks.
+    pub origin_timeout: Duration,
     pub streams: BTreeMap<String, StreamPolicy>,
 }
 
@@ -154,6 +161,12 @@ struct RawConfig {
     drain_timeout: u64,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_cache_bytes")]
+    cache_bytes: u64,
+    #[serde(default = "default_origin_connect_timeout")]
+    origin_connect_timeout: f64,
+    #[serde(default = "default_origin_timeout")]
+    origin_timeout: f64,
     #[serde(default)]
     defaults: RawPolicy,
     #[serde(default)]
@@ -181,6 +194,15 @@ fn default_drain_timeout() -> u64 {
 fn default_max_connections() -> usize {
     10_000
 }
+fn default_cache_bytes() -> u64 {
+    256 << 20
+}
+fn default_origin_connect_timeout() -> f64 {
+    3.0
+}
+fn default_origin_timeout() -> f64 {
+    10.0
+}
 
 /// The fields of `[defaults]` and `[streams.NAME]`: a stream's value wins over the default.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -196,6 +218,17 @@ struct RawPolicy {
     token_params: Option<Vec<String>>,
     simulate_live: Option<bool>,
     live_window: Option<usize>,
+    origin: Option<OneOrMany>,
+    origin_headers: Option<BTreeMap<String, String>>,
+    playlist_cache: Option<f64>,
+}
+
+/// `origin = "http://…"` or `origin = ["http://a/…", "http://b/…"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl RawConfig {
@@ -219,6 +252,24 @@ impl RawConfig {
         }
         if self.max_connections == 0 {
             return Err(ConfigError::new("max_connections", "must be at least 1"));
+        }
+        if self.cache_bytes < 1 << 20 {
+            return Err(ConfigError::new("cache_bytes", "must be at least 1 MiB (1048576)"));
+        }
+        let origin_connect_timeout = seconds("origin_connect_timeout", self.origin_connect_timeout)?;
+        let origin_timeout = seconds("origin_timeout", self.origin_timeout)?;
+        for field in ["origin", "origin_headers"] {
+            let set = if field == "origin" {
+                self.defaults.origin.is_some()
+            } else {
+                self.defaults.origin_headers.is_some()
+            };
+            if set {
+                return Err(ConfigError::new(
+                    format!("defaults.{field}"),
+                    "an origin belongs to a stream: [streams.NAME] origin = ...",
+                ));
+            }
         }
         let trusted_proxies = self
             .trusted_proxies
@@ -260,6 +311,9 @@ impl RawConfig {
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             max_connections: self.max_connections,
+            cache_bytes: self.cache_bytes,
+            origin_connect_timeout,
+            origin_timeout,
             streams,
         })
     }
@@ -288,14 +342,14 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
     let segment_ttl = raw.segment_ttl.or(defaults.segment_ttl).unwrap_or(SegmentTtl::Auto);
     if segment_ttl == SegmentTtl::Seconds(0) {
         return Err(ConfigError::new(
-            origin(raw.segment_ttl.is_some(), name, "segment_ttl"),
+            origin_field(raw.segment_ttl.is_some(), name, "segment_ttl"),
             "must be at least 1",
         ));
     }
     let session_ttl = raw.session_ttl.or(defaults.session_ttl).unwrap_or(14400);
     if session_ttl == 0 {
         return Err(ConfigError::new(
-            origin(raw.session_ttl.is_some(), name, "session_ttl"),
+            origin_field(raw.session_ttl.is_some(), name, "session_ttl"),
             "must be at least 1",
         ));
     }
@@ -303,30 +357,43 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
     let v4 = raw.ip_prefix_v4.or(defaults.ip_prefix_v4).unwrap_or(32);
     if !(1..=32).contains(&v4) {
         return Err(ConfigError::new(
-            origin(raw.ip_prefix_v4.is_some(), name, "ip_prefix_v4"),
+            origin_field(raw.ip_prefix_v4.is_some(), name, "ip_prefix_v4"),
             "must be 1..=32",
         ));
     }
     let v6 = raw.ip_prefix_v6.or(defaults.ip_prefix_v6).unwrap_or(128);
     if !(1..=128).contains(&v6) {
         return Err(ConfigError::new(
-            origin(raw.ip_prefix_v6.is_some(), name, "ip_prefix_v6"),
+            origin_field(raw.ip_prefix_v6.is_some(), name, "ip_prefix_v6"),
             "must be 1..=128",
         ));
     }
     let token_params = match raw.token_params.as_ref().or(defaults.token_params.as_ref()) {
         None => ParamNames::default(),
-        Some(names) => param_names(names)
-            .map_err(|p| ConfigError::new(origin(raw.token_params.is_some(), name, "token_params"), p))?,
+        Some(names) => param_names(names).map_err(|p| {
+            ConfigError::new(origin_field(raw.token_params.is_some(), name, "token_params"), p)
+        })?,
     };
     let live_window = raw.live_window.or(defaults.live_window).unwrap_or(6);
     if live_window == 0 {
         return Err(ConfigError::new(
-            origin(raw.live_window.is_some(), name, "live_window"),
+            origin_field(raw.live_window.is_some(), name, "live_window"),
             "must be at least 1",
         ));
     }
+    let origin = origin_spec(name, raw)?;
+    let playlist_cache = match raw.playlist_cache.or(defaults.playlist_cache) {
+        None => None,
+        Some(s) => Some(Duration::try_from_secs_f64(s).map_err(|_| {
+            ConfigError::new(
+                origin_field(raw.playlist_cache.is_some(), name, "playlist_cache"),
+                "must be a number of seconds, 0 or more",
+            )
+        })?),
+    };
     Ok(StreamPolicy {
+        origin,
+        playlist_cache,
         name: name.to_string(),
         keys,
         segment_ttl,
@@ -355,8 +422,71 @@ fn key_ring(stream: &str, keys: Option<&[String]>) -> Result<KeyRing, ConfigErro
     KeyRing::new(keys).ok_or_else(|| ConfigError::new(field, "empty: list at least one key"))
 }
 
+/// A stream's HTTP origin, if it has one: URLs that end in `/` (added if missing), headers
+/// that are valid HTTP.
+fn origin_spec(stream: &str, raw: &RawPolicy) -> Result<Option<OriginSpec>, ConfigError> {
+    let urls = match &raw.origin {
+        None => {
+            if raw.origin_headers.is_some() {
+                return Err(ConfigError::new(format!("streams.{stream}.origin_headers"), "needs an origin"));
+            }
+            return Ok(None);
+        }
+        Some(OneOrMany::One(url)) => vec![url.clone()],
+        Some(OneOrMany::Many(urls)) => urls.clone(),
+    };
+    if urls.is_empty() {
+        return Err(ConfigError::new(format!("streams.{stream}.origin"), "list at least one URL"));
+    }
+    let bases = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            origin_base(url).map_err(|p| ConfigError::new(format!("streams.{stream}.origin[{i}]"), p))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut headers = Vec::new();
+    for (name, value) in raw.origin_headers.iter().flatten() {
+        let field = format!("streams.{stream}.origin_headers.{name}");
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::new(&field, "not a header name"))?;
+        // The value may be a password: the error never quotes it.
+        let value =
+            HeaderValue::from_str(value).map_err(|_| ConfigError::new(&field, "not a valid header value"))?;
+        headers.push((name, value));
+    }
+    Ok(Some(OriginSpec { bases, headers }))
+}
+
+/// `http://host[:port]/path/`, lowercase scheme, with its trailing slash.
+fn origin_base(url: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    if uri.scheme_str().map(str::to_ascii_lowercase).as_deref() != Some("http") {
+        return Err(format!(
+            "`{url}`: only http:// origins (put TLS on the packager's side of a private network, or a proxy)"
+        ));
+    }
+    if uri.authority().is_none() || uri.query().is_some() {
+        return Err(format!("`{url}` must be http://host[:port]/path/ without a query"));
+    }
+    let mut base =
+        format!("http://{}{}", uri.authority().map(|a| a.as_str()).unwrap_or_default(), uri.path());
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    Ok(base)
+}
+
+/// A timeout in (possibly fractional) seconds, above zero.
+fn seconds(field: &str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::new(field, "must be a number of seconds above 0"))
+}
+
 /// The name of the table a value came from: the stream's own, or `[defaults]`.
-fn origin(from_stream: bool, stream: &str, f: &str) -> String {
+fn origin_field(from_stream: bool, stream: &str, f: &str) -> String {
     if from_stream {
         format!("streams.{stream}.{f}")
     } else {

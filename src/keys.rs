@@ -4,8 +4,12 @@
 //! Readers clone an `Arc` and drop the lock at once: no guard is ever held across an `.await`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue};
 
 use crate::client_ip::Proxies;
 use crate::playlist::SegmentTtl;
@@ -17,6 +21,24 @@ use crate::token::{self, Key, ParamNames};
 pub enum EntryIp {
     Optional,
     Required,
+}
+
+/// An HTTP origin: where one stream's files are, in order of preference, and what to send with
+/// each request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OriginSpec {
+    /// Base URLs, each ending in `/`.
+    pub bases: Vec<String>,
+    /// Sent on every origin request (an origin may refuse everyone but the gate). Secret.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl fmt::Debug for OriginSpec {
+    /// Header names only: their values may be an origin's password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("OriginSpec").field("bases", &self.bases).field("headers", &names).finish()
+    }
 }
 
 /// Everything hlsgate needs to check and issue tokens for one stream.
@@ -34,6 +56,11 @@ pub struct StreamPolicy {
     /// Serve the stream's VOD playlists as an endless live window (the demo).
     pub simulate_live: bool,
     pub live_window: usize,
+    /// An HTTP origin instead of the folder `streams_dir/<stream>/`.
+    pub origin: Option<OriginSpec>,
+    /// How long an HTTP origin's live playlist is served from memory (`None`: half its target
+    /// duration).
+    pub playlist_cache: Option<Duration>,
 }
 
 /// A stream's keys: the first signs, every one verifies, so keys rotate without dropping a
@@ -148,6 +175,8 @@ mod tests {
             token_params: ParamNames::default(),
             simulate_live: false,
             live_window: 6,
+            origin: None,
+            playlist_cache: None,
         }
     }
 

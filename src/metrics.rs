@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::origin::OriginStats;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Playlist,
@@ -164,6 +166,63 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The origins' counters: requests by result, failovers, collapsing, the live cache.
+pub fn render_origins(stats: &OriginStats) -> String {
+    let up = stats.upstream;
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    counter(
+        "hlsgate_origin_requests_total",
+        "Requests to HTTP origins by result.",
+        &[
+            ("{result=\"ok\"}", load(&up.ok)),
+            ("{result=\"not_found\"}", load(&up.not_found)),
+            ("{result=\"error\"}", load(&up.errors)),
+            ("{result=\"timeout\"}", load(&up.timeouts)),
+        ],
+    );
+    counter(
+        "hlsgate_origin_failovers_total",
+        "Requests moved on to the next origin URL.",
+        &[("", load(&up.failovers))],
+    );
+    counter(
+        "hlsgate_origin_collapsed_total",
+        "Viewer requests that joined a read already in flight instead of starting one.",
+        &[("", stats.collapsed)],
+    );
+    counter("hlsgate_cache_hits_total", "Live cache hits.", &[("", stats.cache.hits)]);
+    counter("hlsgate_cache_misses_total", "Live cache misses.", &[("", stats.cache.misses)]);
+    counter(
+        "hlsgate_cache_evictions_total",
+        "Files evicted from the live cache.",
+        &[("", stats.cache.evictions)],
+    );
+    let gauges = [
+        ("hlsgate_cache_bytes", "Bytes held by the live cache.", stats.cache.bytes),
+        ("hlsgate_cache_capacity_bytes", "The live cache's bound (cache_bytes).", stats.cache.capacity),
+        ("hlsgate_origin_inflight_bytes", "Bytes reserved by origin reads in flight.", stats.inflight_bytes),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let sum = load(&up.latency_us_sum) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "# HELP hlsgate_origin_latency_seconds Time to an origin's response head.\n\
+         # TYPE hlsgate_origin_latency_seconds summary\n\
+         hlsgate_origin_latency_seconds_sum {sum}\nhlsgate_origin_latency_seconds_count {}",
+        load(&up.latency_count)
+    );
+    out
 }
 
 fn escape(label: &str) -> String {

@@ -171,6 +171,22 @@ pub fn parse_query(query: &str, names: &ParamNames) -> Result<Presented, Denial>
     Ok(Presented { digest, expires })
 }
 
+/// Whether one raw `name=value` pair of a query is the token or the expiry, by decoded name
+/// (as [`parse_query`] reads them).
+pub fn is_token_param(pair: &str, names: &ParamNames) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    name == names.token.as_str() || name == names.expires.as_str()
+}
+
+/// A raw query without the token and the expiry: what an origin is asked with (`_HLS_msn`,
+/// `_HLS_part`, `_HLS_skip` and anything else pass on untouched, in order).
+pub fn without_token_params(query: &str, names: &ParamNames) -> String {
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| !pair.is_empty() && !is_token_param(pair, names)).collect();
+    kept.join("&")
+}
+
 /// The `name=value` pairs of a raw query; a pair without `=` has an empty value. `memchr`
 /// rather than a byte-by-byte split: this runs on every request and the query is mostly
 /// token.
@@ -511,6 +527,17 @@ mod tests {
             presented(&format!("md5={t}&expires=9999999999999999999")).unwrap().expires,
             9999999999999999999
         );
+    }
+
+    #[test]
+    fn origins_get_every_parameter_but_the_token() {
+        let names = ParamNames::default();
+        assert_eq!(
+            without_token_params("_HLS_msn=5&md5=x&_HLS_part=1&%65xpires=9&a&_HLS_skip=YES", &names),
+            "_HLS_msn=5&_HLS_part=1&a&_HLS_skip=YES"
+        );
+        assert_eq!(without_token_params("md5=x&expires=1", &names), "");
+        assert_eq!(without_token_params("", &names), "");
     }
 
     /// nginx takes the first of a repeated parameter and hlsgate took the last: behind a proxy

@@ -31,6 +31,8 @@ pub struct LiveLoop {
     target_duration: u64,
     segments: Vec<Segment>,
     loop_ms: u64,
+    /// The VOD's EXT-X-DEFINE lines: its URIs may need them, so every window repeats them.
+    defines: Vec<Box<str>>,
 }
 
 /// Where a VOD line-scan finds a segment's URI and the KEY/MAP lines in effect for it.
@@ -61,7 +63,14 @@ impl LiveLoop {
         }
         // Every EXTINF must round to at most the target duration; trust the VOD's unless it lies.
         let longest = segments.iter().map(|s| s.duration_ms.saturating_add(500) / 1000).max().unwrap_or(0);
+        let defines = text
+            .lines()
+            .map(|line| line.trim_matches([' ', '\t', '\r']))
+            .filter(|line| line.starts_with("#EXT-X-DEFINE:"))
+            .map(Box::from)
+            .collect();
         Ok(LiveLoop {
+            defines,
             version: media.version.unwrap_or(1).max(3),
             target_duration: media.target_duration.max(longest),
             segments,
@@ -184,6 +193,10 @@ impl LiveLoop {
             sequences.start,
             discontinuity_sequence(sequences.start, count),
         );
+        for define in &self.defines {
+            out.push_str(define);
+            out.push('\n');
+        }
         let mut previous: Option<&Segment> = None;
         for sequence in sequences {
             let Some(segment) = usize::try_from(sequence % count).ok().and_then(|i| segments.get(i)) else {
@@ -343,6 +356,18 @@ mod tests {
             }
             previous = Some(w);
         }
+    }
+
+    /// A window whose URIs use variables must define them, or the player cannot read it.
+    #[test]
+    fn variables_defined_by_the_vod_are_defined_in_every_window() {
+        let vod = VOD
+            .replace("#EXT-X-VERSION:3", "#EXT-X-VERSION:8\n#EXT-X-DEFINE:NAME=\"p\",VALUE=\"seg_\"")
+            .replace("a.ts", "{$p}a.ts");
+        let text = simulate_live(vod.as_bytes(), 4, T0 + 7_000).unwrap();
+        let define = text.find("#EXT-X-DEFINE:NAME=\"p\",VALUE=\"seg_\"\n").expect("the define is carried");
+        assert!(define < text.find("{$p}a.ts").unwrap(), "{text}");
+        assert!(text.contains("#EXT-X-VERSION:8\n"));
     }
 
     #[test]

@@ -80,8 +80,9 @@ impl serde::de::Visitor<'_> for SegmentTtlVisitor {
 /// Where the playlist was requested.
 #[derive(Debug, Clone, Copy)]
 pub struct Location<'a> {
-    /// The decoded absolute request path, e.g. `/demo/720p/index.m3u8`; its first segment is
-    /// the stream name.
+    /// The request path as the player sent it (still percent-encoded, slashes not merged), e.g.
+    /// `/demo/720p/index.m3u8`: players resolve relative URIs against exactly that. Its first
+    /// segment, as the gate reads it, is the stream.
     pub path: &'a str,
     /// The request's raw query: `EXT-X-DEFINE:QUERYPARAM` variables are read from it.
     pub query: &'a str,
@@ -586,9 +587,68 @@ fileSequence267.mp4
 
     #[test]
     fn decoded_request_path_is_not_decoded_twice() {
-        let at = here("/demo/100%41 dir/index.m3u8");
+        let at = here("/demo/100%2541%20dir/index.m3u8");
         let line = rewrite_uri("a.ts", &at);
         assert_tokens(&line, &[("/demo/100%41 dir/a.ts", Class::Segment(12))], NOW);
+    }
+
+    /// A browser resolves against the URL it used: `..` across a doubled slash climbs out of
+    /// the empty segment, not out of `sub`.
+    #[test]
+    fn references_resolve_against_the_path_as_the_player_sent_it() {
+        let at = here("/demo/sub//p.m3u8");
+        assert_tokens(&rewrite_uri("../x.ts", &at), &[("/demo/sub/x.ts", Class::Segment(12))], NOW);
+        assert_tokens(&rewrite_uri("x.ts", &at), &[("/demo/sub/x.ts", Class::Segment(12))], NOW);
+    }
+
+    /// What a browser's URL parser makes of a URI is what it requests.
+    #[test]
+    fn backslashes_and_encoded_dots_resolve_as_a_browser_resolves_them() {
+        let at = here("/demo/v/index.m3u8");
+        assert_tokens(&rewrite_uri("a\\b.ts", &at), &[("/demo/v/a/b.ts", Class::Segment(12))], NOW);
+        assert_tokens(&rewrite_uri("%2e%2e/x.ts", &at), &[("/demo/x.ts", Class::Segment(12))], NOW);
+        assert_tokens(&rewrite_uri("sub/%2E/y.ts", &at), &[("/demo/v/sub/y.ts", Class::Segment(12))], NOW);
+    }
+
+    #[test]
+    fn a_public_host_matches_with_or_without_the_default_port() {
+        let at = Location {
+            path: "/demo/index.m3u8",
+            query: "",
+            public_hosts: &["example.com".into(), "alt.example:8443".into()],
+        };
+        for uri in [
+            "http://example.com:80/demo/a.ts",
+            "https://EXAMPLE.com:443/demo/a.ts",
+            "http://example.com/demo/a.ts",
+            "https://alt.example:8443/demo/a.ts",
+        ] {
+            assert_tokens(&rewrite_uri(uri, &at), &[("/demo/a.ts", Class::Segment(12))], NOW);
+        }
+        for untouched in [
+            "http://example.com:8080/demo/a.ts",
+            "https://example.com:80/demo/a.ts",
+            "https://alt.example/demo/a.ts",
+        ] {
+            assert_eq!(rewrite_uri(untouched, &at), untouched);
+        }
+    }
+
+    #[test]
+    fn old_token_parameters_go_from_uris_with_variables_too() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-DEFINE:NAME=\"p\",VALUE=\"x\"\n#EXT-X-DEFINE:NAME=\"q\",VALUE=\"a=1\"\n\
+                    #EXTINF:4,\n{$p}.ts?md5=OLD&expires=1\n#EXTINF:4,\n{$p}.ts?{$q}&md5=OLD\n#EXTINF:4,\n{$p}.ts?\n";
+        let out = rewrite_at(text, "/demo/index.m3u8", NOW);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[5].starts_with("{$p}.ts?md5=") && lines[5].matches("md5=").count() == 1,
+            "{}",
+            lines[5]
+        );
+        assert!(lines[7].starts_with("{$p}.ts?{$q}&md5="), "{}", lines[7]);
+        assert!(lines[9].starts_with("{$p}.ts?md5="), "{}", lines[9]);
+        let seg = Class::Segment(12);
+        assert_tokens(&out, &[("/demo/x.ts", seg), ("/demo/x.ts", seg), ("/demo/x.ts", seg)], NOW);
     }
 
     #[test]
@@ -713,7 +773,7 @@ fileSequence267.mp4
         assert_tokens(&rewrite_uri("b//c.ts", &at), &[("/demo/v/b/c.ts", Class::Segment(12))], NOW);
         assert_tokens(&rewrite_uri("/demo///x.ts", &at), &[("/demo/x.ts", Class::Segment(12))], NOW);
         // What the gate refuses is never signed.
-        for refused in ["a%2Fb.ts", "a%5Cb.ts", "a%00.ts", "a\\b.ts"] {
+        for refused in ["a%2Fb.ts", "a%5Cb.ts", "a%00.ts"] {
             assert_eq!(rewrite_uri(refused, &at), refused);
         }
     }

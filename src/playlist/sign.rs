@@ -1,25 +1,22 @@
-//! Signing one URI of a playlist: resolving it as a player will (RFC 3986 against the
-//! playlist's URL, then percent-decoding and merging slashes as the gate does), deciding whether
-//! it is hlsgate's to sign, and writing it back with its token where the player will send it.
+//! Signing one URI of a playlist: resolving it as a browser will (RFC 3986 against the URL the
+//! playlist was requested with, plus the WHATWG URL parser's habits), reading the result as the
+//! gate will (`request_path::parse`: decoded, slashes merged), deciding whether it is hlsgate's
+//! to sign, and writing it back with its token where the player will send it.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::vars::{has_reference, Variables};
 use super::{Issue, Location};
 use crate::request_path::{self, StreamPath};
-use crate::token::{self, ParamNames};
-
-/// Characters of a decoded path that must be escaped again before a URI can be resolved
-/// against it: `%` so nothing is decoded twice, `?` and `#` so they stay in the path.
-const PATH_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
+use crate::token;
 
 /// Everything one rewrite needs to sign a URI.
 pub(super) struct Signer<'a> {
-    /// The request path, escaped again: players resolve URIs against the URL as sent.
-    base: String,
-    stream: &'a str,
+    /// The request path as the player sent it: players resolve URIs against that URL, before
+    /// any decoding or slash merging.
+    base: Cow<'a, str>,
+    stream: String,
     public_hosts: &'a [String],
     issue: &'a Issue<'a>,
     expires: u64,
@@ -27,11 +24,15 @@ pub(super) struct Signer<'a> {
 
 impl<'a> Signer<'a> {
     pub(super) fn new(at: &Location<'a>, issue: &'a Issue<'a>, ttl: u64) -> Self {
-        let escaped = utf8_percent_encode(at.path, PATH_ESCAPES).to_string();
-        let base = if escaped.starts_with('/') { escaped } else { format!("/{escaped}") };
+        let base = if at.path.starts_with('/') {
+            Cow::Borrowed(at.path)
+        } else {
+            Cow::Owned(format!("/{}", at.path))
+        };
+        let stream = request_path::parse(&base).map(|p| p.stream().to_owned()).unwrap_or_default();
         Signer {
             base,
-            stream: first_segment(at.path),
+            stream,
             public_hosts: at.public_hosts,
             issue,
             expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
@@ -84,14 +85,23 @@ impl<'a> Signer<'a> {
             }
         };
         let written = Reference::split(uri);
+        let start = out.len();
         out.push_str(written.head);
+        // Old token parameters go, as without variables.
         if let Some(query) = written.query {
-            out.push('?');
-            out.push_str(query);
+            let kept: Vec<&str> =
+                query.split('&').filter(|pair| !token::is_token_param(pair, self.issue.names)).collect();
+            if !kept.is_empty() {
+                out.push('?');
+                out.push_str(&kept.join("&"));
+            }
         }
-        let separator = match seen.query {
+        // Whether ours starts the query or joins it depends on what the player's substitution
+        // makes of the text before it.
+        let before = variables.substitute(out.get(start..).unwrap_or_default());
+        let separator = match before.rfind('?') {
             None => "?",
-            Some(query) if query.is_empty() || query.ends_with('&') => "",
+            Some(_) if before.ends_with(['?', '&']) => "",
             Some(_) => "&",
         };
         out.push_str(separator);
@@ -113,10 +123,13 @@ impl<'a> Signer<'a> {
     /// (`request_path::parse`: decoded, slashes merged): whatever the gate would refuse is not
     /// signed. None outside the stream or on another host.
     fn resolve(&self, head: &str) -> Option<StreamPath> {
-        let resolved = match RawPath::of(head, self.public_hosts)? {
+        // A browser reads `\` as `/` in an http(s) URL.
+        let head =
+            if head.contains('\\') { Cow::Owned(head.replace('\\', "/")) } else { Cow::Borrowed(head) };
+        let resolved = match RawPath::of(&head, self.public_hosts)? {
             RawPath::Absolute(path) => remove_dot_segments(path.to_owned()),
             // A query- or fragment-only reference names the playlist itself.
-            RawPath::Relative("") => remove_dot_segments(self.base.clone()),
+            RawPath::Relative("") => remove_dot_segments(self.base.to_string()),
             RawPath::Relative(path) => remove_dot_segments([directory_of(&self.base), path].concat()),
         };
         let path = request_path::parse(&resolved).ok()?;
@@ -131,7 +144,7 @@ impl<'a> Signer<'a> {
         let mut separator = '?';
         let query = reference.query.filter(|query| !query.is_empty());
         for pair in query.into_iter().flat_map(|query| query.split('&')) {
-            if is_token_param(pair, names) {
+            if token::is_token_param(pair, names) {
                 continue;
             }
             out.push(separator);
@@ -155,13 +168,6 @@ impl Signer<'_> {
         token::sign_into(self.expires, path, self.issue.ip, self.issue.key, out);
         let _ = write!(out, "&{}={}", names.expires, self.expires);
     }
-}
-
-/// Compares by decoded name, as `token::parse_query` reads them.
-fn is_token_param(pair: &str, names: &ParamNames) -> bool {
-    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-    let name = percent_decode_str(name).decode_utf8_lossy();
-    name == names.token.as_str() || name == names.expires.as_str()
 }
 
 /// A URI reference cut at its first `?` and `#`.
@@ -196,11 +202,15 @@ impl<'a> RawPath<'a> {
     /// None for another scheme than http(s) or a host that is not one of `public_hosts`.
     fn of(head: &'a str, public_hosts: &[String]) -> Option<Self> {
         if let Some(network) = head.strip_prefix("//") {
-            return path_on_host(network, public_hosts);
+            return path_on_host(network, None, public_hosts);
         }
         if let Some((scheme, rest)) = split_scheme(head) {
             let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-            return if web { path_on_host(rest.strip_prefix("//")?, public_hosts) } else { None };
+            return if web {
+                path_on_host(rest.strip_prefix("//")?, Some(scheme), public_hosts)
+            } else {
+                None
+            };
         }
         if head.starts_with('/') {
             Some(RawPath::Absolute(head))
@@ -210,14 +220,38 @@ impl<'a> RawPath<'a> {
     }
 }
 
-/// The path of `authority/path` when the authority is a public host (ASCII case-insensitive).
-fn path_on_host<'a>(network: &'a str, public_hosts: &[String]) -> Option<RawPath<'a>> {
+/// The path of `authority/path` when the authority is a public host.
+fn path_on_host<'a>(network: &'a str, scheme: Option<&str>, public_hosts: &[String]) -> Option<RawPath<'a>> {
     let (authority, path) = match network.find('/') {
         Some(slash) => network.split_at_checked(slash)?,
         None => (network, "/"),
     };
-    let public = public_hosts.iter().any(|host| authority.eq_ignore_ascii_case(host));
+    let public = public_hosts.iter().any(|host| same_server(authority, scheme, host));
     public.then_some(RawPath::Absolute(path))
+}
+
+/// Whether a URL's authority names the server a `public_hosts` entry names: hosts compared
+/// without regard to case, and a port left out meaning the scheme's default (a browser drops
+/// `:80` from `http://` and `:443` from `https://`).
+fn same_server(authority: &str, scheme: Option<&str>, public: &str) -> bool {
+    let default = match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => Some("80"),
+        Some("https") => Some("443"),
+        _ => None,
+    };
+    let (host, port) = split_port(authority);
+    let (public_host, public_port) = split_port(public);
+    host.eq_ignore_ascii_case(public_host) && port.or(default) == public_port.or(default)
+}
+
+/// `host` and `port` of `host[:port]` (`[v6]:port` too).
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
+        _ => (authority, None),
+    }
 }
 
 /// `scheme:rest` when the text before the first `:` is an RFC 3986 scheme.
@@ -234,29 +268,25 @@ fn directory_of(path: &str) -> &str {
     path.rfind('/').and_then(|slash| path.get(..=slash)).unwrap_or("/")
 }
 
-/// The first segment of an absolute path: the stream name.
-fn first_segment(path: &str) -> &str {
-    path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default()
-}
-
 /// RFC 3986 §5.2.4 for an absolute path: drops `.` segments, and `..` with the segment
 /// before it, never climbing above the root.
 pub(super) fn remove_dot_segments(path: String) -> String {
     // Every dot segment follows a `/`: most paths have none, and go back as they came.
-    if !path.contains("/.") {
+    if !path.contains("/.") && !path.contains("%2e") && !path.contains("%2E") {
         return path;
     }
     let mut kept: Vec<&str> = Vec::new();
     let mut segments = path.strip_prefix('/').unwrap_or(&path).split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
-        match segment {
-            "." => {}
-            ".." => {
+        // A browser reads `%2e` as `.` in a dot segment (the WHATWG URL standard).
+        match segment.to_ascii_lowercase().as_str() {
+            "." | "%2e" => {}
+            ".." | ".%2e" | "%2e." | "%2e%2e" => {
                 kept.pop();
             }
-            other => {
-                kept.push(other);
+            _ => {
+                kept.push(segment);
                 continue;
             }
         }

@@ -23,6 +23,8 @@ pub enum Refusal {
     RangeNotSatisfiable(u64),
     /// The origin could not be read; the cause is logged, not shown.
     Origin,
+    /// The origin did not answer within `origin_timeout`.
+    OriginTimeout,
     /// The packager's playlist did not parse: never hand out an unsigned one.
     BadPlaylist,
 }
@@ -37,6 +39,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Refusal::Origin | Refusal::BadPlaylist => StatusCode::BAD_GATEWAY,
+            Refusal::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -49,7 +52,7 @@ impl Refusal {
             Refusal::NotFound => Outcome::NotFound,
             Refusal::Token(Denial::Expired) => Outcome::Expired,
             Refusal::Token(_) => Outcome::Forbidden,
-            Refusal::Origin | Refusal::BadPlaylist => Outcome::OriginError,
+            Refusal::Origin | Refusal::OriginTimeout | Refusal::BadPlaylist => Outcome::OriginError,
         }
     }
 
@@ -63,6 +66,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => "method not allowed",
             Refusal::RangeNotSatisfiable(_) => "range not satisfiable",
             Refusal::Origin => "origin unavailable",
+            Refusal::OriginTimeout => "origin timed out",
             Refusal::BadPlaylist => "origin playlist invalid",
         }
     }

@@ -37,7 +37,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::config::{self, Config};
 use crate::keys::{EntryIp, KeyStore};
 use crate::metrics::Metrics;
-use crate::origin::DirOrigin;
+use crate::origin::{self, Origins};
 use crate::playlist::Verdicts;
 use crate::token;
 use shutdown::{Shutdown, Trigger};
@@ -54,7 +54,7 @@ const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
 /// What every request handler shares.
 pub struct App {
     pub keys: KeyStore,
-    pub origin: DirOrigin,
+    pub origins: Origins,
     pub verdicts: Verdicts,
     pub metrics: Metrics,
     pub refusal_log: refusal_log::RefusalLog,
@@ -72,7 +72,12 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let signals = Signals::install()?;
     let app = Arc::new(App {
         keys: KeyStore::new(config.generation()),
-        origin: DirOrigin::new(&config.streams_dir),
+        origins: Origins::new(&origin::Settings {
+            streams_dir: config.streams_dir.clone(),
+            cache_bytes: config.cache_bytes,
+            connect_timeout: config.origin_connect_timeout,
+            timeout: config.origin_timeout,
+        }),
         verdicts: Verdicts::default(),
         metrics: Metrics::default(),
         refusal_log: refusal_log::RefusalLog::default(),

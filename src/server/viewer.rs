@@ -23,6 +23,7 @@ use crate::metrics::{Kind, Outcome};
 use crate::origin::{self, Fetched, OriginError};
 use crate::playlist::{self, Issue, Location};
 use crate::request_path::{self, StreamPath};
+use crate::token;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -105,28 +106,42 @@ async fn answer(
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(Refusal::MethodNotAllowed);
     }
-    let fetched =
-        app.origin.fetch(admitted.path.origin_path()).await.map_err(|e| origin_refusal(e, &admitted))?;
-    let response = if admitted.path.is_playlist() {
-        let query = req.uri.query().unwrap_or("");
-        playlist_response(
-            app,
-            &admitted,
-            fetched,
-            client,
-            Location { path: admitted.path.as_str(), query, public_hosts },
-        )?
+    let query = req.uri.query().unwrap_or("");
+    let forwarded = token::without_token_params(query, &admitted.policy.token_params);
+    let ask = origin::Request {
+        stream: admitted.path.stream(),
+        file: admitted.path.file(),
+        origin: admitted.policy.origin.as_ref(),
+        query: &forwarded,
+        range: req.headers.get(header::RANGE),
+        playlist: admitted.path.is_playlist(),
+        playlist_cache: admitted.policy.playlist_cache,
+    };
+    let response = if ask.playlist {
+        let source = app.origins.fetch_whole(&ask).await.map_err(|e| origin_refusal(e, &admitted))?;
+        let at = Location { path: req.uri.path(), query, public_hosts };
+        playlist_response(app, &admitted, source, client, at)?
     } else {
-        media_response(&admitted, fetched, req.headers.get(header::RANGE))?
+        let fetched = app.origins.fetch(&ask).await.map_err(|e| origin_refusal(e, &admitted))?;
+        media_response(&admitted, fetched, ask.range)?
     };
     Ok(strip_body_for_head(&req.method, response))
 }
 
+/// A failed origin read: the viewer gets the kind (404, 502, 504), the log gets the cause, once
+/// per collapsed read rather than once per viewer where the origin module logs it.
 fn origin_refusal(e: OriginError, admitted: &Admitted) -> Refusal {
     match e {
         OriginError::NotFound => Refusal::NotFound,
-        OriginError::Io(e) => {
+        OriginError::Timeout => Refusal::OriginTimeout,
+        // A folder that cannot be read is a fault of this machine: say what. An HTTP origin's
+        // faults are logged where it is marked down, once, not once per viewer.
+        e if admitted.policy.origin.is_none() => {
             tracing::error!(path = %admitted.path.as_str(), error = %e, "origin read failed");
+            Refusal::Origin
+        }
+        e => {
+            tracing::debug!(path = %admitted.path.as_str(), error = %e, "origin read failed");
             Refusal::Origin
         }
     }
@@ -136,14 +151,10 @@ fn origin_refusal(e: OriginError, admitted: &Admitted) -> Refusal {
 fn playlist_response(
     app: &App,
     admitted: &Admitted,
-    fetched: Fetched,
+    source: Bytes,
     client: IpAddr,
     at: Location,
 ) -> Result<Response, Refusal> {
-    let origin::Body::Whole(source) = fetched.body else {
-        tracing::error!(path = %admitted.path.as_str(), "playlist larger than the whole-file limit");
-        return Err(Refusal::BadPlaylist);
-    };
     let policy = &admitted.policy;
     let now_ms = unix_now_ms();
     let vetted = app.verdicts.vet(admitted.path.as_str(), &source).map_err(|e| bad_playlist(admitted, e))?;
@@ -188,15 +199,32 @@ fn media_response(
     fetched: Fetched,
     range: Option<&HeaderValue>,
 ) -> Result<Response, Refusal> {
-    let len = fetched.len;
-    let (status, start, end) = match media::range(range, len) {
-        RangeAsk::Whole => (StatusCode::OK, 0, len),
-        RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        RangeAsk::Unsatisfiable => return Err(Refusal::RangeNotSatisfiable(len)),
-    };
-    let body = match fetched.body {
-        origin::Body::Whole(bytes) => Body::from(slice(bytes, start, end)),
-        origin::Body::Stream(stream) => Body::new(stream.body(start, end)),
+    let (status, body, length, content_range) = match fetched.body {
+        origin::Body::Whole(bytes) => {
+            let len = bytes.len() as u64;
+            let (status, start, end) = ranged(range, len)?;
+            (
+                status,
+                Body::from(slice(bytes, start, end)),
+                Some(end - start),
+                content_range(status, start, end, len),
+            )
+        }
+        origin::Body::File(file) => {
+            let len = fetched.len.unwrap_or(0);
+            let (status, start, end) = ranged(range, len)?;
+            (
+                status,
+                Body::from_stream(file.body(start, end)),
+                Some(end - start),
+                content_range(status, start, end, len),
+            )
+        }
+        // An origin's answer as it arrives: a 206 when the origin answered the range itself.
+        origin::Body::Stream(stream) => match fetched.content_range {
+            Some(range) => (StatusCode::PARTIAL_CONTENT, Body::from_stream(stream), fetched.len, Some(range)),
+            None => (StatusCode::OK, Body::from_stream(stream), fetched.len, None),
+        },
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -204,11 +232,11 @@ fn media_response(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::content_type(admitted.path.file())));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end.saturating_sub(1))) {
-            headers.insert(header::CONTENT_RANGE, v);
-        }
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    if let Some(range) = content_range {
+        headers.insert(header::CONTENT_RANGE, range);
     }
     if let Some(modified) = fetched.modified {
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
@@ -216,6 +244,21 @@ fn media_response(
         }
     }
     Ok(response)
+}
+
+/// The status and byte span a `Range` header asks of a file of `len` bytes.
+fn ranged(range: Option<&HeaderValue>, len: u64) -> Result<(StatusCode, u64, u64), Refusal> {
+    match media::range(range, len) {
+        RangeAsk::Whole => Ok((StatusCode::OK, 0, len)),
+        RangeAsk::Part { start, end } => Ok((StatusCode::PARTIAL_CONTENT, start, end)),
+        RangeAsk::Unsatisfiable => Err(Refusal::RangeNotSatisfiable(len)),
+    }
+}
+
+fn content_range(status: StatusCode, start: u64, end: u64, len: u64) -> Option<HeaderValue> {
+    (status == StatusCode::PARTIAL_CONTENT)
+        .then(|| HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end.saturating_sub(1))).ok())
+        .flatten()
 }
 
 fn slice(bytes: Bytes, start: u64, end: u64) -> Bytes {
