@@ -42,7 +42,7 @@ fn media_playlist() -> String {
 }
 
 /// A server with stream `d`: the demo's 180p segments and the playlists above.
-fn define_server() -> Server {
+fn define_server(simulate_live: bool) -> Server {
     let setup = Setup::new("define");
     let demo = repo_streams().join("demo/180p");
     for i in 0..SEGMENTS {
@@ -51,7 +51,7 @@ fn define_server() -> Server {
         setup.file(&format!("d/180p/{name}"), bytes);
     }
     setup.file("d/master.m3u8", MASTER).file("d/180p/index.m3u8", media_playlist());
-    setup.start("", &format!("[streams.d]\nkeys = [\"{KEY}\"]\nsimulate_live = false\n"))
+    setup.start("", &format!("[streams.d]\nkeys = [\"{KEY}\"]\nsimulate_live = {simulate_live}\n"))
 }
 
 /// `hlsgate_requests_total` series of stream `d`, as (kind, outcome, count).
@@ -74,19 +74,31 @@ fn requests(server: &Server) -> Vec<(String, String, u64)> {
 
 #[test]
 fn hls_js_plays_a_stream_whose_playlists_use_define_queryparam_and_import() {
-    let server = define_server();
+    plays_five_seconds(false);
+}
+
+/// The same stream looped as live: every window must carry the VOD's definitions.
+#[test]
+fn hls_js_plays_it_live_too() {
+    plays_five_seconds(true);
+}
+
+fn plays_five_seconds(live: bool) {
+    let server = define_server(live);
     // An IP-less entry link as a site hands out, with the parameter the master reads.
     let signed = signed("/d/master.m3u8", KEY, None, now() + 600);
     let entry = format!("http://{}{}", server.viewer_addr(), signed.replacen('?', "?r=180p&", 1));
     let page = player_url(server.viewer_addr(), &entry);
 
     let started = std::time::Instant::now();
-    let result = play(&page, 5.0);
+    let result = if live { play_for(&page, 5.0) } else { play(&page, 5.0) };
     eprintln!("{result:?} after {:.1} s", started.elapsed().as_secs_f64());
     let requests = requests(&server);
     eprintln!("requests of stream d: {requests:?}");
     assert!(
-        result.fatal.is_none() && !result.timed_out && result.current_time >= 5.0,
+        result.fatal.is_none()
+            && !result.timed_out
+            && if live { result.played >= 5.0 } else { result.current_time >= 5.0 },
         "{result:?}\nrequests: {requests:?}\nserver log:\n{}",
         server.logs().join("\n")
     );
