@@ -82,12 +82,15 @@ TOML
 }
 write_raw_config() { printf '%s\n' "$1" >"$work/hlsgate.toml.tmp" && mv "$work/hlsgate.toml.tmp" "$work/hlsgate.toml"; }
 
+# Running and not a zombie (kill -0 succeeds on an exited child nobody has waited for yet).
+alive() { [[ -r /proc/$server_pid/status ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$server_pid/status"; }
+
 write_config "${keys[0]}"
 NO_COLOR=1 RUST_LOG=info "$bin" serve --config "$work/hlsgate.toml" 2>"$work/hlsgate.log" &
 server_pid=$!
 for _ in $(seq 200); do
   grep -q 'hlsgate ready' "$work/hlsgate.log" && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "rotation: hlsgate exited before ready" >&2; exit 1; }
+  alive || { echo "rotation: hlsgate exited before ready" >&2; exit 1; }
   sleep 0.1
 done
 ready=$(grep -m1 'hlsgate ready' "$work/hlsgate.log") || { echo "rotation: no ready line within 20 s" >&2; exit 1; }
@@ -169,6 +172,8 @@ step_under_load() {
   kill -0 "$wrk_pid" 2>/dev/null || wrk_running=0
   wait "$wrk_pid" || true
   wrk_pid=
+  # hlsgate exits only on SIGTERM/SIGINT (its log then says "shutting down") or a crash.
+  alive || { echo "rotation: hlsgate (pid $server_pid) exited during '$step_name'" >&2; exit 1; }
   after_swap=$(($(served_ok) - ok_at_swap))
   result=$(grep '^RESULT' "$work/wrk.out" || true)
   if [[ -z $swap_line ]]; then fail "$step_name: no log line containing '$needle' within 10 s of SIGHUP"; fi
@@ -244,7 +249,7 @@ done
 reloads=$(curl -s --max-time 10 "http://$admin/metrics" | grep '^hlsgate_config_reloads_total')
 grep -q "result=\"ok\"} $rotations\$" <<<"$reloads" || fail "metrics: expected $rotations good reloads: $reloads"
 grep -q 'result="error"} 2$' <<<"$reloads" || fail "metrics: expected 2 refused reloads: $reloads"
-kill -0 "$server_pid" 2>/dev/null || fail "hlsgate is no longer running"
+alive || fail "hlsgate is no longer running"
 
 echo
 printf '%-22s %-10s %-8s %9s %7s %7s %11s\n' step "config" "wrk key" requests non2xx socket after_swap

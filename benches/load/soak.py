@@ -399,29 +399,40 @@ async def server_outcomes(admin_port, timeout):
     return outcomes
 
 
-async def soak(args, pid, port, admin_port, key):
+class ServerGone(Exception):
+    pass
+
+
+async def soak(args, server, port, admin_port, key):
     run = Run(args, port, key)
     samples = []  # (t, rss KiB, fds)
     t0 = time.monotonic()
 
     def sample():
-        samples.append((time.monotonic() - t0, proc_rss_kib(pid), proc_fds(pid)))
+        try:
+            samples.append((time.monotonic() - t0, proc_rss_kib(server.pid), proc_fds(server.pid)))
+        except (OSError, RuntimeError):
+            pass  # gone, or a zombie (no VmRSS)
+        if server.poll() is not None:
+            raise ServerGone
         return samples[-1]
 
     idle_before = sample()
     tasks = [asyncio.create_task(run.viewer(i)) for i in range(args.viewers)]
     tasks.append(asyncio.create_task(run.restreamer()))
     end = t0 + args.seconds
-    await asyncio.sleep(min(args.warmup, args.seconds))
-    start = sample()
-    while time.monotonic() < end - 0.5:
-        await asyncio.sleep(min(5.0, max(0.0, end - 0.5 - time.monotonic())))
-        sample()
-        if all(t.done() for t in tasks):
-            break
+    try:
+        await asyncio.sleep(min(args.warmup, args.seconds))
+        start = sample()
+        while time.monotonic() < end - 0.5:
+            await asyncio.sleep(min(5.0, max(0.0, end - 0.5 - time.monotonic())))
+            sample()
+            if all(t.done() for t in tasks):
+                break
+    finally:
+        run.stop.set()
+        await asyncio.gather(*tasks, return_exceptions=False)
     finish = samples[-1]
-    run.stop.set()
-    await asyncio.gather(*tasks, return_exceptions=False)
     run.server_outcomes = await server_outcomes(admin_port, args.timeout)
     # Every client has closed its connection: the server must let go of all of them.
     deadline = time.monotonic() + 5
@@ -550,10 +561,15 @@ def main():
               f"(127.0.0.2..{viewer_ip(args.viewers - 1)}), restreamer {RESTREAMER_IP} at "
               f"{args.restream_rate:g}/s, {args.seconds:g} s", flush=True)
         began = time.monotonic()
-        results = asyncio.run(soak(args, server.pid, port, admin_port, key))
+        try:
+            results = asyncio.run(soak(args, server, port, admin_port, key))
+        except ServerGone:
+            results = None
         elapsed = time.monotonic() - began
-        if server.poll() is not None:
-            print(f"soak: hlsgate exited during the run ({server.returncode})", file=sys.stderr)
+        if results is None or server.poll() is not None:
+            # hlsgate exits only on SIGTERM/SIGINT (logged "shutting down") or a crash.
+            print(f"soak: hlsgate (pid {server.pid}) exited {elapsed:.0f} s into the run, status "
+                  f"{server.returncode}; see its log below", file=sys.stderr)
             return 1
         failures = report(args, *results, elapsed)
         print()
