@@ -229,6 +229,7 @@ class Run:
         self.issued = collections.deque(maxlen=500)  # (kind, target) recently given to viewers
         self.seg_size = {p.relative_to(STREAM_DIR).as_posix(): p.stat().st_size for p in STREAM_DIR.glob("*/*.ts")}
         self.segments_played = 0
+        self.max_lag = 0.0  # longest this process's own event loop was late (host stalls)
         self.connects = 0  # viewer connections opened
         self.stale = 0  # viewer requests retried on a kept-alive connection the server had closed
 
@@ -335,6 +336,14 @@ class Run:
             self.connects += client.connects
             self.stale += client.stale_retries
 
+    async def lag_monitor(self):
+        """How late a 0.2 s sleep wakes up: when the host itself stalls (CPU starvation, memory
+        pressure), the clients stall too, and failures then say more about the host."""
+        while not self.stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.2)
+            self.max_lag = max(self.max_lag, time.monotonic() - t - 0.2)
+
     async def restreamer(self):
         # A new connection for every replay: connection churn next to the viewers' kept-alive
         # ones, so a socket leaked per connection shows under load, not only once idle.
@@ -420,6 +429,7 @@ async def soak(args, server, port, admin_port, key):
     idle_before = sample()
     tasks = [asyncio.create_task(run.viewer(i)) for i in range(args.viewers)]
     tasks.append(asyncio.create_task(run.restreamer()))
+    tasks.append(asyncio.create_task(run.lag_monitor()))
     end = t0 + args.seconds
     try:
         await asyncio.sleep(min(args.warmup, args.seconds))
@@ -463,7 +473,7 @@ def report(args, run, samples, idle_before, start, finish, idle_after, elapsed):
                   f"{max(lat, default=0) * 1e3:>7.1f}")
     print(f"{total} requests in {elapsed:.0f} s ({total / max(elapsed, 1e-9):.0f}/s); {args.viewers} viewers played "
           f"{run.segments_played} segments; viewer connections opened {run.connects} "
-          f"(stale keep-alive retries {run.stale})")
+          f"(stale keep-alive retries {run.stale}); this client's event loop was at most {run.max_lag:.2f} s late")
 
     rss_limit = start[1] + max(args.rss_mib * 1024, start[1] * args.rss_pct / 100)
     fd_limit = start[2] + args.fd_slack
@@ -509,6 +519,9 @@ def report(args, run, samples, idle_before, start, finish, idle_after, elapsed):
     print(f"server /metrics: {server_view}; clients saw: {dict(seen)}")
     if not sum(tally.errors.values()) and server_view != {k: seen[k] for k in server_view}:
         failures.append(("server", f"/metrics counts {server_view}, the clients saw {dict(seen)}"))
+    if failures and run.max_lag > 2:
+        print(f"note: this client itself stalled for up to {run.max_lag:.1f} s (the host was starved: CPU or "
+              f"memory pressure); timeouts and stalls above may be the host's, not the server's", file=sys.stderr)
     return failures
 
 
