@@ -45,10 +45,9 @@ fail() { failures+=("$*"); echo "FAIL: $*" >&2; }
 cleanup() {
   local rc=$?
   # Only the processes this script started, by PID.
-  [[ -n $wrk_pid ]] && kill "$wrk_pid" 2>/dev/null || true
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null || true
-  [[ -n $wrk_pid ]] && wait "$wrk_pid" 2>/dev/null || true
-  [[ -n $server_pid ]] && wait "$server_pid" 2>/dev/null || true
+  local pid
+  for pid in $wrk_pid $server_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $wrk_pid $server_pid; do wait "$pid" 2>/dev/null || true; done
   if ((rc != 0)) && [[ -f $work/hlsgate.log ]]; then
     echo "--- last server log lines ---" >&2
     tail -n 20 "$work/hlsgate.log" >&2
@@ -83,7 +82,8 @@ TOML
 write_raw_config() { printf '%s\n' "$1" >"$work/hlsgate.toml.tmp" && mv "$work/hlsgate.toml.tmp" "$work/hlsgate.toml"; }
 
 # Running and not a zombie (kill -0 succeeds on an exited child nobody has waited for yet).
-alive() { [[ -r /proc/$server_pid/status ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$server_pid/status"; }
+running() { [[ -r /proc/$1/status ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+alive() { running "$server_pid"; }
 
 write_config "${keys[0]}"
 NO_COLOR=1 RUST_LOG=info "$bin" serve --config "$work/hlsgate.toml" 2>"$work/hlsgate.log" &
@@ -169,7 +169,7 @@ step_under_load() {
   swap_line=$(wait_log "$needle" "$before") || swap_line=
   ok_at_swap=$(served_ok)
   local wrk_running=1
-  kill -0 "$wrk_pid" 2>/dev/null || wrk_running=0
+  running "$wrk_pid" || wrk_running=0
   wait "$wrk_pid" || true
   wrk_pid=
   # hlsgate exits only on SIGTERM/SIGINT (its log then says "shutting down") or a crash.
