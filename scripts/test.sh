@@ -29,3 +29,24 @@ else
   echo "test.sh: cargo-nextest not found, using cargo test" >&2
   cargo test --locked --workspace --lib --bins --tests --no-fail-fast
 fi
+
+# --- Load: "prove it holds" (issue 8) --------------------------------------------------------
+# Against the debug binary built above (CI builds only debug), after every other test:
+# - benches/load/rotation.sh (~45 s): ten SIGHUP key rotations under wrk, each demoting the key
+#   wrk's URLs are signed with to second place, then a TOML syntax error and `keys = []` on
+#   reload; zero non-2xx, zero socket errors, the refusal logged, the old keys still valid.
+# - benches/load/soak.py --seconds 60: 40 viewers, each on its own loopback address, play the
+#   demo live stream while a restreamer at 127.0.1.1 replays their URLs; zero 5xx, every viewer
+#   fetch 200, every restreamer fetch 403/410, server RSS and fds flat (see benches/load/README.md).
+# Both run to the end even if the first fails, each under a hard time limit so a hang cannot eat
+# CI's budget (on SIGTERM each stops its own server and wrk).
+load_bin=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/hlsgate
+load_failed=()
+HLSGATE_BIN=$load_bin timeout -k 10 180 benches/load/rotation.sh || load_failed+=(rotation.sh)
+HLSGATE_BIN=$load_bin timeout -k 10 180 python3 benches/load/soak.py --seconds 60 || load_failed+=(soak.py)
+if ((${#load_failed[@]})); then
+  echo "test.sh: load checks failed: ${load_failed[*]}" >&2
+  exit 1
+fi
+echo "test.sh: load checks passed (rotation.sh, soak.py)"
