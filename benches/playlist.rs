@@ -25,8 +25,9 @@ fn bench(c: &mut Criterion) {
         session_ttl: 14400,
         segment_ttl: SegmentTtl::Auto,
     };
-    let media_at = Location { path: "/demo/180p/index.m3u8", query: "", public_hosts: &[] };
-    let master_at = Location { path: "/demo/master.m3u8", query: "", public_hosts: &[] };
+    let media_at =
+        Location { path: "/demo/180p/index.m3u8", query: "", origin_bases: &[], public_hosts: &[] };
+    let master_at = Location { path: "/demo/master.m3u8", query: "", origin_bases: &[], public_hosts: &[] };
 
     let mut group = c.benchmark_group("playlist");
     group.bench_function("rewrite_master_2_uris", |b| {

@@ -390,7 +390,7 @@ mod tests {
         };
         let signed = rewrite(
             text.as_bytes(),
-            &Location { path: "/demo/live.m3u8", query: "", public_hosts: &[] },
+            &Location { path: "/demo/live.m3u8", query: "", origin_bases: &[], public_hosts: &[] },
             &issue,
         )
         .unwrap();

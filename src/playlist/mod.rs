@@ -86,6 +86,9 @@ pub struct Location<'a> {
     pub path: &'a str,
     /// The request's raw query: `EXT-X-DEFINE:QUERYPARAM` variables are read from it.
     pub query: &'a str,
+    /// The stream's HTTP origin URLs (`http://host:port/path/`): absolute URIs under one of them
+    /// point at the packager, and are rewritten to this stream's path on hlsgate and signed.
+    pub origin_bases: &'a [String],
     /// The authorities (`host[:port]`) absolute URLs may name to be signed, from the config:
     /// never from the request, or a viewer's `Host` header would pick what gets signed.
     pub public_hosts: &'a [String],
@@ -313,7 +316,7 @@ mod tests {
     }
 
     fn here(path: &str) -> Location<'_> {
-        Location { path, query: "", public_hosts: &PUBLIC_HOSTS }
+        Location { path, query: "", origin_bases: &[], public_hosts: &PUBLIC_HOSTS }
     }
 
     /// Removes what `rewrite` appends: `?md5=…&expires=…` or `&md5=…&expires=…`.
@@ -615,6 +618,7 @@ fileSequence267.mp4
         let at = Location {
             path: "/demo/index.m3u8",
             query: "",
+            origin_bases: &[],
             public_hosts: &["example.com".into(), "alt.example:8443".into()],
         };
         for uri in [
@@ -673,7 +677,7 @@ fileSequence267.mp4
         }
         let line = rewrite_uri("http://VIDEO.example.org/demo/720p/s.ts", &at);
         assert_tokens(&line, &[("/demo/720p/s.ts", Class::Segment(12))], NOW);
-        let nowhere = Location { path: "/demo/index.m3u8", query: "", public_hosts: &[] };
+        let nowhere = Location { path: "/demo/index.m3u8", query: "", origin_bases: &[], public_hosts: &[] };
         assert_eq!(
             rewrite_uri("https://example.com:8080/demo/s.ts", &nowhere),
             "https://example.com:8080/demo/s.ts"
@@ -689,7 +693,12 @@ fileSequence267.mp4
                     #EXT-X-MAP:URI=\"{$p}init.mp4\"\n#EXTINF:4,\n{$p}1.ts\n#EXTINF:4,\n{$q}/2.ts?a={$p}\n\
                     #EXTINF:4,\n{$dir}/3.ts#frag\n#EXTINF:4,\n4.ts?v={$undefined}\n";
         let (key, names) = (key(), ParamNames::default());
-        let at = Location { path: "/demo/v/index.m3u8", query: "md5=x&q=720p&expires=1", public_hosts: &[] };
+        let at = Location {
+            path: "/demo/v/index.m3u8",
+            query: "md5=x&q=720p&expires=1",
+            origin_bases: &[],
+            public_hosts: &[],
+        };
         let out = rewrite(text.as_bytes(), &at, &issue(&key, &names, NOW)).unwrap();
         assert_eq!(strip_tokens(&out), text, "the written text stays: the player substitutes");
         let lines: Vec<&str> = out.lines().collect();
@@ -786,6 +795,23 @@ fileSequence267.mp4
         assert_eq!(strip_tokens(&out), text);
         assert!(out.contains("  #EXT-X-KEY:METHOD=AES-128,URI=\"k.key?md5="), "{out}");
         assert!(out.contains("\n  a.ts?md5=") && out.ends_with(" \n"), "{out}");
+    }
+
+    /// A packager that writes absolute URLs names itself: the player must come to hlsgate.
+    #[test]
+    fn absolute_uris_under_the_origin_are_mapped_to_the_stream_and_signed() {
+        let bases = ["http://packager:8080/live/".to_string()];
+        let at = Location { path: "/demo/v/index.m3u8", query: "", origin_bases: &bases, public_hosts: &[] };
+        let line = rewrite_uri("http://PACKAGER:8080/live/v/seg1.ts?x=1", &at);
+        assert!(line.starts_with("/demo/v/seg1.ts?x=1&md5="), "{line}");
+        assert_tokens(&line, &[("/demo/v/seg1.ts", Class::Segment(12))], NOW);
+        for untouched in [
+            "http://packager:8080/other/seg1.ts",
+            "http://packager:8081/live/seg1.ts",
+            "https://cdn.example/live/a.ts",
+        ] {
+            assert_eq!(rewrite_uri(untouched, &at), untouched);
+        }
     }
 
     /// A directory token opens every file in its directory: the rewriter never issues one.

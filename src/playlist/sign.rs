@@ -18,6 +18,7 @@ pub(super) struct Signer<'a> {
     base: Cow<'a, str>,
     stream: String,
     public_hosts: &'a [String],
+    origin_bases: &'a [String],
     issue: &'a Issue<'a>,
     expires: u64,
 }
@@ -34,6 +35,7 @@ impl<'a> Signer<'a> {
             base,
             stream,
             public_hosts: at.public_hosts,
+            origin_bases: at.origin_bases,
             issue,
             expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
         }
@@ -49,12 +51,24 @@ impl<'a> Signer<'a> {
         if has_reference(uri) {
             return self.push_signed_with_variables(uri, variables, out);
         }
-        let reference = Reference::split(uri);
+        let mut reference = Reference::split(uri);
+        let mapped = self.on_hlsgate(reference.head);
+        if let Some(head) = &mapped {
+            reference.head = head;
+        }
         let Some(path) = self.file_path(reference.head) else {
             return false;
         };
         self.push_signed_uri(&reference, path.as_str(), out);
         true
+    }
+
+    /// `http://packager/live/v/a.ts` as hlsgate serves it (`/stream/v/a.ts`), when the stream's
+    /// origin is `http://packager/live/`: a player following the packager's own URL would go
+    /// around the gate.
+    fn on_hlsgate(&self, head: &str) -> Option<String> {
+        let rest = self.origin_bases.iter().find_map(|base| strip_base(head, base))?;
+        Some(format!("/{}/{rest}", self.stream))
     }
 
     /// A URI with variable references, signed for what the player makes of it: the written
@@ -242,6 +256,16 @@ fn same_server(authority: &str, scheme: Option<&str>, public: &str) -> bool {
     let (host, port) = split_port(authority);
     let (public_host, public_port) = split_port(public);
     host.eq_ignore_ascii_case(public_host) && port.or(default) == public_port.or(default)
+}
+
+/// `url` with `base` (`http://host:port/path/`) cut off its front: scheme and authority compared
+/// without regard to case, the path exactly.
+fn strip_base<'u>(url: &'u str, base: &str) -> Option<&'u str> {
+    let authority = base.find("://")? + 3;
+    let path_start = authority + base.get(authority..)?.find('/')?;
+    let (origin, path) = base.split_at_checked(path_start)?;
+    let head = url.get(..origin.len()).filter(|head| head.eq_ignore_ascii_case(origin))?;
+    url.get(head.len()..)?.strip_prefix(path)
 }
 
 /// `host` and `port` of `host[:port]` (`[v6]:port` too).

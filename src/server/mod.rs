@@ -303,6 +303,11 @@ fn announce_links(config: &Config, viewer_addr: SocketAddr) {
     };
     let expires = token::issue_expiry(crate::server::viewer::unix_now(), 3600, 60);
     for (name, policy) in &config.streams {
+        if let Some(origin) = &policy.origin {
+            // Its playlists are on another machine; which one a viewer starts from is the site's.
+            tracing::info!(stream = %name, origin = %origin.bases.join(","), "stream fronts an HTTP origin");
+            continue;
+        }
         let Some(master) = entry_playlist(&config.streams_dir.join(name)) else {
             tracing::warn!(stream = %name, dir = %config.streams_dir.join(name).display(), "no playlist found yet");
             continue;

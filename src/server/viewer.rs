@@ -119,7 +119,8 @@ async fn answer(
     };
     let response = if ask.playlist {
         let source = app.origins.fetch_whole(&ask).await.map_err(|e| origin_refusal(e, &admitted))?;
-        let at = Location { path: req.uri.path(), query, public_hosts };
+        let origin_bases = admitted.policy.origin.as_ref().map_or(&[][..], |o| &o.bases[..]);
+        let at = Location { path: req.uri.path(), query, origin_bases, public_hosts };
         playlist_response(app, &admitted, source, client, at)?
     } else {
         let fetched = app.origins.fetch(&ask).await.map_err(|e| origin_refusal(e, &admitted))?;
