@@ -399,7 +399,6 @@ impl FlightRun {
         self.shared.inflight.fetch_sub(reserved, Ordering::Relaxed);
         match result {
             Ok(bytes) => {
-                self.flight.finish(Ok(()));
                 if let Some(fresh) = self.freshness(&bytes, answer.max_age) {
                     let valid = Validity::Until(Instant::now() + fresh);
                     self.shared
@@ -432,11 +431,11 @@ impl FlightRun {
             .map(|_| want)
     }
 
-    /// Passes the body into the flight as it arrives; the whole of it at the end, checked
-    /// against the length the origin announced.
+    /// Passes the body into the flight as it arrives (one copy, shared by every reader); the
+    /// whole of it at the end, checked against the length the origin announced.
     async fn pump(&self, body: hyper::body::Incoming, len: Option<u64>) -> Result<Bytes, OriginError> {
         let mut chunks = std::pin::pin!(chunks(body, self.shared.upstreams.timeout()));
-        let mut all = bytes::BytesMut::with_capacity(usize::try_from(len.unwrap_or(0)).unwrap_or(0));
+        let mut received = 0u64;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| {
                 if e.kind() == io::ErrorKind::TimedOut {
@@ -445,16 +444,17 @@ impl FlightRun {
                     OriginError::Truncated
                 }
             })?;
-            all.extend_from_slice(&chunk);
-            if all.len() as u64 > len.unwrap_or(WHOLE_FILE_MAX) {
+            received += chunk.len() as u64;
+            if received > len.unwrap_or(WHOLE_FILE_MAX) {
                 return Err(OriginError::TooLarge);
             }
             self.flight.push(chunk);
         }
-        if len.is_some_and(|len| len != all.len() as u64) {
+        if len.is_some_and(|len| len != received) {
             return Err(OriginError::Truncated);
         }
-        Ok(all.freeze())
+        self.flight.finish(Ok(()));
+        self.flight.whole().await
     }
 
     /// How long this answer may be served from memory: a live playlist half its target
