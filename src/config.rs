@@ -18,7 +18,9 @@ use axum::http::{HeaderName, HeaderValue};
 
 use crate::keys::{EntryIp, Generation, KeyRing, OriginSpec, StreamPolicy};
 use crate::playlist::SegmentTtl;
+use crate::tls;
 use crate::token::{Key, ParamNames};
+use tokio_rustls::rustls::ServerConfig;
 
 /// The file `hlsgate serve` reads when no `--config` is given.
 pub const DEFAULT_PATH: &str = "hlsgate.toml";
@@ -31,6 +33,8 @@ pub struct Config {
     pub streams_dir: PathBuf,
     pub proxies: Proxies,
     pub public_hosts: Vec<String>,
+    /// The viewer port's certificate, when it speaks TLS.
+    pub tls: Option<Arc<ServerConfig>>,
     pub cors_origins: Vec<String>,
     pub header_read_timeout: Duration,
     /// How long open downloads may take to finish after SIGTERM.
@@ -52,6 +56,7 @@ impl Config {
             streams: self.streams.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect(),
             proxies: self.proxies.clone(),
             public_hosts: self.public_hosts.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -153,6 +158,8 @@ struct RawConfig {
     forwarded_header: ForwardedHeader,
     #[serde(default)]
     public_hosts: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default = "default_cors")]
     cors_origins: Vec<String>,
     #[serde(default = "default_header_read_timeout")]
@@ -293,6 +300,17 @@ impl RawConfig {
             .enumerate()
             .map(|(i, host)| public_host(host).map_err(|p| ConfigError::new(format!("public_hosts[{i}]"), p)))
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::new("tls_key", "missing: tls_cert needs its key")),
+            (None, Some(_)) => {
+                return Err(ConfigError::new("tls_cert", "missing: tls_key needs its certificate"))
+            }
+            (Some(cert), Some(key)) => Some(
+                tls::server_config(&base.join(cert), &base.join(key))
+                    .map_err(|e| ConfigError::new(e.field, e.problem))?,
+            ),
+        };
         let mut streams = BTreeMap::new();
         for (name, raw) in &self.streams {
             streams.insert(name.clone(), build_policy(name, raw, &self.defaults)?);
@@ -307,6 +325,7 @@ impl RawConfig {
             streams_dir: base.join(&self.streams_dir),
             proxies: Proxies { trusted: trusted_proxies, header: self.forwarded_header },
             public_hosts,
+            tls,
             cors_origins: self.cors_origins,
             header_read_timeout: Duration::from_secs(self.header_read_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),

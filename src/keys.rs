@@ -126,6 +126,8 @@ pub struct Generation {
     pub proxies: Proxies,
     /// Authorities whose absolute URLs in a playlist are this server's, and so signed.
     pub public_hosts: Vec<String>,
+    /// The viewer port's certificate: re-read on reload, used by every new connection.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// The swappable store. Cheap to read on every request; a reload replaces the whole map.

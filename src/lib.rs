@@ -16,7 +16,8 @@
 //! * [`token`]: signing and checking, skew, issued expiries, address text. Pure.
 //! * [`origin`]: where bytes come from (a folder, with a hot-file cache).
 //! * [`playlist`]: where a playlist is rewritten per viewer, and the live simulation of a VOD.
-//! * [`config`]: the TOML schema and its validation; [`metrics`]: Prometheus counters.
+//! * [`config`]: the TOML schema and its validation; [`tls`]: the viewer port's certificate;
+//!   [`metrics`]: Prometheus counters.
 //!
 //! The pure modules (`token`, `client_ip`, `request_path`, `playlist`, `config`, `keys`) know
 //! nothing of `server` or `origin`.
@@ -29,4 +30,5 @@ pub mod origin;
 pub mod playlist;
 pub mod request_path;
 pub mod server;
+pub mod tls;
 pub mod token;

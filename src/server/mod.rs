@@ -1,13 +1,10 @@
-//! `hlsgate serve`: binds the viewer and admin listeners, runs the accept loops, reloads the
-//! config on SIGHUP and drains on SIGTERM / Ctrl-C.
-//!
-//! The accept loop is our own rather than `axum::serve` for two reasons a live edge cannot do
-//! without: TCP_NODELAY on every socket (small playlist responses otherwise wait on Nagle) and
-//! a header read timeout (a stock server keeps a slowloris connection open forever).
+//! `hlsgate serve`: binds the viewer and admin listeners, runs their accept loops
+//! ([`listener`]), reloads the config on SIGHUP and drains on SIGTERM / Ctrl-C.
 
 mod admin;
 mod error;
 mod gate;
+mod listener;
 mod media;
 mod refusal_log;
 mod shutdown;
@@ -20,18 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::Html;
 use axum::routing::get;
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
-use tower::ServiceExt as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{self, Config};
@@ -64,8 +56,8 @@ pub struct App {
 /// Runs until SIGTERM or Ctrl-C, then drains. `config_path` is re-read on SIGHUP.
 pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     raise_open_file_limit(config.max_connections);
-    let viewers = bind(config.listen, "listen")?;
-    let admin = bind(config.admin_listen, "admin_listen")?;
+    let viewers = listener::bind(config.listen, "listen")?;
+    let admin = listener::bind(config.admin_listen, "admin_listen")?;
     let viewer_addr = viewers.local_addr()?;
     // Installed before the ready line: until then SIGHUP's default action would kill the
     // process, and scripts reload as soon as they see "ready".
@@ -84,25 +76,39 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
         draining: AtomicBool::new(false),
     });
     // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
-    tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, "hlsgate ready");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, scheme = %scheme, "hlsgate ready");
     announce_links(&config, viewer_addr);
 
     let (trigger, shutdown) = shutdown::channel();
     let (hurry, hurried) = shutdown::channel();
     tokio::spawn(signals.handle(Arc::clone(&app), config_path, trigger, hurry));
 
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
+    let http = listener::http(config.header_read_timeout);
     // The admin port outlives the viewers' drain, so a load balancer sees `/readyz` turn 503
     // and Prometheus can scrape until the last download has finished.
     let (admin_done, admin_shutdown) = shutdown::channel();
-    let admin_loop =
-        tokio::spawn(serve_admin(admin, admin::router(Arc::clone(&app)), http.clone(), admin_shutdown));
+    let admin_port = listener::Port {
+        listener: admin,
+        router: admin::router(Arc::clone(&app)),
+        http: Arc::clone(&http),
+        tls: Box::new(|| None),
+        greeting_timeout: config.header_read_timeout,
+    };
+    let admin_loop = tokio::spawn(serve_admin(admin_port, admin_shutdown));
 
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    let router = viewer_router(Arc::clone(&app), &config.cors_origins);
-    accept_loop(viewers, router, &http, &graceful, &limit, shutdown).await;
+    let certificates = Arc::clone(&app);
+    let viewer_port = listener::Port {
+        listener: viewers,
+        router: viewer_router(Arc::clone(&app), &config.cors_origins),
+        http,
+        // Each new connection takes the certificate in force: a reload swaps it.
+        tls: Box::new(move || certificates.keys.current().tls.clone()),
+        greeting_timeout: config.header_read_timeout,
+    };
+    listener::accept_loop(viewer_port, &graceful, &limit, shutdown).await;
     tracing::info!(
         deadline_s = config.drain_timeout.as_secs(),
         "shutting down: no new connections; draining open ones (a second signal stops at once)"
@@ -126,10 +132,10 @@ async fn drain(connections: GracefulShutdown, deadline: Duration, mut hurried: S
 
 /// The admin listener until `shutdown`. Its requests are short: open ones are closed with
 /// it rather than drained.
-async fn serve_admin(listener: TcpListener, router: Router, http: http1::Builder, shutdown: Shutdown) {
+async fn serve_admin(port: listener::Port, shutdown: Shutdown) {
     let connections = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
-    accept_loop(listener, router, &http, &connections, &limit, shutdown).await;
+    listener::accept_loop(port, &connections, &limit, shutdown).await;
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` and
@@ -146,21 +152,6 @@ fn raise_open_file_limit(max_connections: usize) {
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
-}
-
-/// Pending connections the kernel holds for us. The standard library's 128 overflows when
-/// viewers arrive in a burst (a broadcast starting), or wait while `max_connections` is
-/// reached; the kernel caps it at `net.core.somaxconn` anyway.
-const BACKLOG: u32 = 4096;
-
-fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
-    let listen = || {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(BACKLOG)
-    };
-    listen().map_err(|e: io::Error| io::Error::new(e.kind(), format!("{field}: cannot bind {addr}: {e}")))
 }
 
 fn viewer_router(app: Arc<App>, cors_origins: &[String]) -> Router {
@@ -183,55 +174,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         layer.allow_origin(AllowOrigin::any())
     } else {
         layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
-    }
-}
-
-/// Accepts until `shutdown`, holding one of `limit`'s permits per open connection: at the limit
-/// it stops accepting (the kernel's backlog holds newcomers) and resumes when one closes.
-async fn accept_loop(
-    listener: TcpListener,
-    router: Router,
-    http: &http1::Builder,
-    graceful: &GracefulShutdown,
-    limit: &Arc<Semaphore>,
-    mut shutdown: Shutdown,
-) {
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // Never closed; if it were, no connection could be taken again.
-                Err(_) => return,
-            },
-            () = shutdown.recv() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, mostly: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.recv() => return,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
     }
 }
 
@@ -316,10 +258,13 @@ fn announce_links(config: &Config, viewer_addr: SocketAddr) {
         // IP-less where the stream allows it, so any local player works; else bound to loopback.
         let ip = (policy.entry_ip == EntryIp::Required).then(|| token::ip_text(host.ip()));
         let signature = token::sign(expires, &path, ip.as_deref(), policy.keys.signing());
-        let url =
-            format!("http://{host}{}", token::signed_url(&path, &signature, expires, &policy.token_params));
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let url = format!(
+            "{scheme}://{host}{}",
+            token::signed_url(&path, &signature, expires, &policy.token_params)
+        );
         let player = format!(
-            "http://{host}/player.html?src={}",
+            "{scheme}://{host}/player.html?src={}",
             percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)
         );
         tracing::info!(stream = %name, url = %url, player = %player, "signed link for this machine, valid 1 h");

@@ -1,0 +1,154 @@
+//! Listeners and the life of one connection: accept (within `max_connections`), the TLS
+//! handshake when the viewer port has a certificate, then HTTP/1.1 or HTTP/2 (by ALPN, or h2c
+//! with prior knowledge on a plain port), each with its limits.
+//!
+//! Our own loop rather than `axum::serve`, for what a live edge cannot do without: TCP_NODELAY
+//! on every socket (small playlist responses otherwise wait on Nagle), deadlines on the TLS
+//! handshake and the request head (a stock server keeps a slowloris connection open forever),
+//! and a connection limit that stops accepting instead of failing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use super::shutdown::Shutdown;
+
+/// Pending connections the kernel holds for us. The standard library's 128 overflows when
+/// viewers arrive in a burst (a broadcast starting), or wait while `max_connections` is
+/// reached; the kernel caps it at `net.core.somaxconn` anyway.
+const BACKLOG: u32 = 4096;
+
+/// HTTP/2 streams one connection may have open at once: a player needs a handful (playlist,
+/// segment, part, preload hint), a browser tab a few dozen.
+const H2_MAX_STREAMS: u32 = 128;
+/// The largest HTTP/2 header list accepted: a player's are well under 2 KiB.
+const H2_MAX_HEADER_LIST: u32 = 16 << 10;
+
+pub fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|e: io::Error| io::Error::new(e.kind(), format!("{field}: cannot bind {addr}: {e}")))
+}
+
+/// HTTP/1.1 and HTTP/2 with their limits. HTTP/2's rapid-reset defence is hyper's own: a
+/// connection that resets more than a few streams before they are accepted is closed.
+pub fn http(header_read_timeout: Duration) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Arc::new(http)
+}
+
+/// One port: what it serves and how.
+pub struct Port {
+    pub listener: TcpListener,
+    pub router: Router,
+    pub http: Arc<auto::Builder<TokioExecutor>>,
+    /// The certificate for a new connection (re-read on reload), or none for plain HTTP.
+    pub tls: Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>,
+    /// How long a new connection has to finish its TLS handshake, or to send its first byte.
+    pub greeting_timeout: Duration,
+}
+
+/// Accepts until `shutdown`, holding one of `limit`'s permits per open connection: at the limit
+/// it stops accepting (the kernel's backlog holds newcomers) and resumes when one closes.
+pub async fn accept_loop(
+    port: Port,
+    graceful: &GracefulShutdown,
+    limit: &Arc<Semaphore>,
+    mut shutdown: Shutdown,
+) {
+    let port = Arc::new(port);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed; if it were, no connection could be taken again.
+                Err(_) => return,
+            },
+            () = shutdown.recv() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = port.listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, mostly: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.recv() => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        tokio::spawn(connection(Arc::clone(&port), stream, peer, graceful.watcher(), permit));
+    }
+}
+
+/// One connection, from handshake to close.
+async fn connection(
+    port: Arc<Port>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
+) {
+    match (port.tls)() {
+        Some(config) => {
+            match tokio::time::timeout(port.greeting_timeout, TlsAcceptor::from(config).accept(stream)).await
+            {
+                Ok(Ok(tls)) => serve(&port, tls, peer, watcher).await,
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        }
+        None => {
+            // Telling HTTP/1.1 from h2c has no deadline of its own: the first byte must come
+            // within the one the rest of a request head gets.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(port.greeting_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => serve(&port, stream, peer, watcher).await,
+                _ => tracing::debug!(peer = %peer, "closed before its first byte"),
+            }
+        }
+    }
+}
+
+async fn serve<I>(port: &Port, io: I, peer: SocketAddr, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = port.router.clone();
+    let service = hyper::service::service_fn(move |mut req| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req)
+    });
+    let connection = port.http.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
