@@ -24,6 +24,7 @@ fn bench(c: &mut Criterion) {
         now: 1_764_000_000,
         session_ttl: 14400,
         segment_ttl: SegmentTtl::Auto,
+        sticky: None,
     };
     let media_at =
         Location { path: "/demo/180p/index.m3u8", query: "", origin_bases: &[], public_hosts: &[] };

@@ -9,6 +9,7 @@ mod cache;
 mod dir;
 mod flight;
 mod http;
+mod watch;
 
 use std::fmt;
 use std::io;
@@ -124,6 +125,7 @@ struct Shared {
     inflight: AtomicU64,
     inflight_budget: u64,
     collapsed: AtomicU64,
+    watchers: watch::Watchers,
 }
 
 /// How the origins are set up (global settings).
@@ -154,6 +156,7 @@ impl Origins {
             // Buffers in flight are bounded apart from the cache: a quarter of it.
             inflight_budget: settings.cache_bytes / 4,
             collapsed: AtomicU64::new(0),
+            watchers: watch::Watchers::default(),
         }))
     }
 
@@ -164,6 +167,11 @@ impl Origins {
             collapsed: self.0.collapsed.load(Ordering::Relaxed),
             inflight_bytes: self.0.inflight.load(Ordering::Relaxed),
         }
+    }
+
+    /// Changes each time a folder stream's file does: what a held blocking reload waits on.
+    pub fn folder_changes(&self, stream: &str, file: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.0.watchers.subscribe(&self.0.streams_dir.join(stream).join(file))
     }
 
     pub async fn fetch(&self, req: &Request<'_>) -> Result<Fetched, OriginError> {

@@ -387,6 +387,7 @@ mod tests {
             now: T0 / 1000,
             session_ttl: 3600,
             segment_ttl: SegmentTtl::Auto,
+            sticky: None,
         };
         let signed = rewrite(
             text.as_bytes(),

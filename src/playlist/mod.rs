@@ -7,11 +7,14 @@
 
 mod attrs;
 mod live;
+mod ll;
 mod sign;
 mod vars;
 mod vet;
 
 use std::fmt;
+
+use dashmap::DashMap;
 
 use crate::token::{Key, ParamNames};
 use sign::Signer;
@@ -20,6 +23,7 @@ use vars::Variables;
 pub use attrs::AttrError;
 pub use live::simulate_live;
 pub use live::LiveLoop;
+pub use ll::{blocking_ask, can_block_reload, position, BadBlockingAsk, BlockingAsk, Position};
 pub use vet::{vet, Shape, Verdicts, Vetted};
 
 /// How long media URIs of a live playlist stay valid.
@@ -106,6 +110,33 @@ pub struct Issue<'a> {
     pub now: u64,
     pub session_ttl: u64,
     pub segment_ttl: SegmentTtl,
+    /// Where LL-HLS part and preload-hint expiries are remembered (see [`StickyExpiries`]).
+    pub sticky: Option<&'a StickyExpiries>,
+}
+
+/// The expiry each LL-HLS part and preload-hint path was first signed with, so a part keeps the
+/// URI its hint had. Bounded: expired entries go when it grows.
+#[derive(Debug, Default)]
+pub struct StickyExpiries {
+    by_path: DashMap<String, u64>,
+}
+
+impl StickyExpiries {
+    const PRUNE_AT: usize = 16_384;
+
+    /// The remembered expiry of `path` while it leaves at least half of `ttl`, else `fresh`.
+    pub fn expires(&self, path: &str, fresh: u64, now: u64, ttl: u64) -> u64 {
+        if let Some(known) = self.by_path.get(path) {
+            if *known >= now.saturating_add(ttl / 2) {
+                return *known;
+            }
+        }
+        if self.by_path.len() >= Self::PRUNE_AT {
+            self.by_path.retain(|_, expires| *expires > now);
+        }
+        self.by_path.insert(path.to_owned(), fresh);
+        fresh
+    }
 }
 
 /// Why a playlist could not be rewritten. Every variant means "answer 502": hlsgate never
@@ -214,7 +245,7 @@ fn rewrite_line<'a>(
     if body.starts_with('#') {
         rewrite_tag_line(body, signer, variables, out)?;
     } else if !body.is_empty() {
-        push_signed(body, signer, variables, out);
+        push_signed(body, signer, variables, false, out);
     }
     out.push_str(line.get(start + body.len()..).unwrap_or_default());
     Ok(())
@@ -241,6 +272,7 @@ fn rewrite_tag_line<'a>(
         return Ok(());
     }
     let attributes = attrs::parse(list)?;
+    let sticky = matches!(tag, "#EXT-X-PART" | "#EXT-X-PRELOAD-HINT");
     out.push_str(tag);
     out.push(':');
     let mut copied = 0;
@@ -251,15 +283,15 @@ fn rewrite_tag_line<'a>(
             continue;
         };
         out.push_str(before);
-        push_signed(value, signer, variables, out);
+        push_signed(value, signer, variables, sticky, out);
         copied = attribute.span.end;
     }
     out.push_str(list.get(copied..).unwrap_or_default());
     Ok(())
 }
 
-fn push_signed(uri: &str, signer: &Signer, variables: &Variables, out: &mut String) {
-    if !signer.push_signed(uri, variables, out) {
+fn push_signed(uri: &str, signer: &Signer, variables: &Variables, sticky: bool, out: &mut String) {
+    if !signer.push_signed(uri, variables, sticky, out) {
         out.push_str(uri);
     }
 }
@@ -299,7 +331,15 @@ mod tests {
     }
 
     fn issue<'a>(key: &'a Key, names: &'a ParamNames, now: u64) -> Issue<'a> {
-        Issue { key, ip: Some(VIEWER), names, now, session_ttl: SESSION_TTL, segment_ttl: SegmentTtl::Auto }
+        Issue {
+            key,
+            ip: Some(VIEWER),
+            names,
+            now,
+            session_ttl: SESSION_TTL,
+            segment_ttl: SegmentTtl::Auto,
+            sticky: None,
+        }
     }
 
     fn rewrite_at(text: &str, path: &str, now: u64) -> String {
@@ -812,6 +852,36 @@ fileSequence267.mp4
         ] {
             assert_eq!(rewrite_uri(untouched, &at), untouched);
         }
+    }
+
+    /// A player preloads the hint's URI and then expects the part under that same URI.
+    #[test]
+    fn a_part_keeps_the_uri_its_preload_hint_had() {
+        let (key, names) = (key(), ParamNames::default());
+        let memory = StickyExpiries::default();
+        let at = here("/demo/ll/index.m3u8");
+        let hinted = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1\n#EXTINF:4,\ns1.mp4\n\
+                      #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s2.0.mp4\"\n";
+        let listed = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1\n#EXTINF:4,\ns1.mp4\n\
+                      #EXT-X-PART:DURATION=1,URI=\"s2.0.mp4\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s2.1.mp4\"\n";
+        let uri_of = |text: &str, tag: &str| {
+            let line = text.lines().find(|l| l.starts_with(tag)).unwrap().to_owned();
+            line.split("URI=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+        };
+        let sign = |text: &str, now: u64, sticky| {
+            let issue = Issue { sticky, ..issue(&key, &names, now) };
+            rewrite(text.as_bytes(), &at, &issue).unwrap()
+        };
+        // A rounding step (a quarter of the 12 s TTL) passes between the two playlists.
+        let later = NOW + 3;
+        let hint = uri_of(&sign(hinted, NOW, Some(&memory)), "#EXT-X-PRELOAD-HINT");
+        let part = uri_of(&sign(listed, later, Some(&memory)), "#EXT-X-PART:");
+        assert_eq!(hint, part);
+        let without = uri_of(&sign(listed, later, None), "#EXT-X-PART:");
+        assert_ne!(hint, without, "without the memory the step would have changed the URI");
+        // Segments are not sticky: they follow the clock.
+        let segment = |now| sign(listed, now, Some(&memory)).lines().nth(4).unwrap().to_owned();
+        assert_ne!(segment(NOW), segment(later));
     }
 
     /// A directory token opens every file in its directory: the rewriter never issues one.

@@ -20,6 +20,7 @@ pub(super) struct Signer<'a> {
     public_hosts: &'a [String],
     origin_bases: &'a [String],
     issue: &'a Issue<'a>,
+    ttl: u64,
     expires: u64,
 }
 
@@ -37,6 +38,7 @@ impl<'a> Signer<'a> {
             public_hosts: at.public_hosts,
             origin_bases: at.origin_bases,
             issue,
+            ttl,
             expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
         }
     }
@@ -44,12 +46,18 @@ impl<'a> Signer<'a> {
     /// Appends the URI with its token and returns true, or appends nothing and returns false
     /// when it stays untouched: empty, another scheme, another host, outside the stream, a
     /// directory, or a path the gate would refuse.
-    pub(super) fn push_signed(&self, uri: &str, variables: &Variables, out: &mut String) -> bool {
+    pub(super) fn push_signed(
+        &self,
+        uri: &str,
+        variables: &Variables,
+        sticky: bool,
+        out: &mut String,
+    ) -> bool {
         if uri.is_empty() {
             return false;
         }
         if has_reference(uri) {
-            return self.push_signed_with_variables(uri, variables, out);
+            return self.push_signed_with_variables(uri, variables, sticky, out);
         }
         let mut reference = Reference::split(uri);
         let mapped = self.on_hlsgate(reference.head);
@@ -59,7 +67,7 @@ impl<'a> Signer<'a> {
         let Some(path) = self.file_path(reference.head) else {
             return false;
         };
-        self.push_signed_uri(&reference, path.as_str(), out);
+        self.push_signed_uri(&reference, path.as_str(), sticky, out);
         true
     }
 
@@ -76,7 +84,13 @@ impl<'a> Signer<'a> {
     /// send it. A variable hlsgate cannot know (an `IMPORT` from the master) is allowed only in
     /// the file name: the token is then for the file's directory, which opens the files directly
     /// in it for this viewer. Anywhere else such a URI stays unsigned, never signed as written.
-    fn push_signed_with_variables(&self, uri: &str, variables: &Variables, out: &mut String) -> bool {
+    fn push_signed_with_variables(
+        &self,
+        uri: &str,
+        variables: &Variables,
+        sticky: bool,
+        out: &mut String,
+    ) -> bool {
         let substituted = variables.substitute(uri);
         // A value that brings its own `#` would put the token in a fragment, never sent.
         if substituted.matches('#').count() != uri.matches('#').count() {
@@ -119,7 +133,7 @@ impl<'a> Signer<'a> {
             Some(_) => "&",
         };
         out.push_str(separator);
-        self.push_token(path.as_str(), out);
+        self.push_token(path.as_str(), sticky, out);
         if let Some(fragment) = written.fragment {
             out.push('#');
             out.push_str(fragment);
@@ -152,7 +166,7 @@ impl<'a> Signer<'a> {
 
     /// The URI as written, without old token parameters, plus the new ones (signed for
     /// `path`) before any fragment.
-    fn push_signed_uri(&self, reference: &Reference, path: &str, out: &mut String) {
+    fn push_signed_uri(&self, reference: &Reference, path: &str, sticky: bool, out: &mut String) {
         let names = self.issue.names;
         out.push_str(reference.head);
         let mut separator = '?';
@@ -166,7 +180,7 @@ impl<'a> Signer<'a> {
             separator = '&';
         }
         out.push(separator);
-        self.push_token(path, out);
+        self.push_token(path, sticky, out);
         if let Some(fragment) = reference.fragment {
             out.push('#');
             out.push_str(fragment);
@@ -175,12 +189,19 @@ impl<'a> Signer<'a> {
 }
 
 impl Signer<'_> {
-    /// `md5=…&expires=…` for `path`, with the stream's parameter names.
-    fn push_token(&self, path: &str, out: &mut String) {
+    /// `md5=…&expires=…` for `path`, with the stream's parameter names. A `sticky` URI (an
+    /// LL-HLS part or preload hint) keeps the expiry it was first issued with while that still
+    /// leaves half its TTL, so the hint a player preloads is the very URI the part then appears
+    /// under, rather than one a rounding step later.
+    fn push_token(&self, path: &str, sticky: bool, out: &mut String) {
         let names = self.issue.names;
+        let expires = match (sticky, self.issue.sticky) {
+            (true, Some(memory)) => memory.expires(path, self.expires, self.issue.now, self.ttl),
+            _ => self.expires,
+        };
         let _ = write!(out, "{}=", names.token);
-        token::sign_into(self.expires, path, self.issue.ip, self.issue.key, out);
-        let _ = write!(out, "&{}={}", names.expires, self.expires);
+        token::sign_into(expires, path, self.issue.ip, self.issue.key, out);
+        let _ = write!(out, "&{}={}", names.expires, expires);
     }
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::client_ip::Unreadable;
 use crate::metrics::Outcome;
+use crate::playlist::BadBlockingAsk;
 use crate::request_path::BadPath;
 use crate::token::Denial;
 
@@ -27,6 +28,10 @@ pub enum Refusal {
     OriginTimeout,
     /// The packager's playlist did not parse: never hand out an unsigned one.
     BadPlaylist,
+    /// A blocking playlist reload that cannot be answered as asked.
+    BadBlockingAsk(BadBlockingAsk),
+    /// A blocking playlist reload held three target durations without the playlist catching up.
+    BlockingTimeout,
 }
 
 impl Refusal {
@@ -40,6 +45,8 @@ impl Refusal {
             Refusal::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Refusal::Origin | Refusal::BadPlaylist => StatusCode::BAD_GATEWAY,
             Refusal::OriginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::BadBlockingAsk(_) => StatusCode::BAD_REQUEST,
+            Refusal::BlockingTimeout => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -47,12 +54,15 @@ impl Refusal {
         match self {
             Refusal::Forwarding(_)
             | Refusal::BadPath(_)
+            | Refusal::BadBlockingAsk(_)
             | Refusal::MethodNotAllowed
             | Refusal::RangeNotSatisfiable(_) => Outcome::BadRequest,
             Refusal::NotFound => Outcome::NotFound,
             Refusal::Token(Denial::Expired) => Outcome::Expired,
             Refusal::Token(_) => Outcome::Forbidden,
-            Refusal::Origin | Refusal::OriginTimeout | Refusal::BadPlaylist => Outcome::OriginError,
+            Refusal::Origin | Refusal::OriginTimeout | Refusal::BadPlaylist | Refusal::BlockingTimeout => {
+                Outcome::OriginError
+            }
         }
     }
 
@@ -68,6 +78,8 @@ impl Refusal {
             Refusal::Origin => "origin unavailable",
             Refusal::OriginTimeout => "origin timed out",
             Refusal::BadPlaylist => "origin playlist invalid",
+            Refusal::BadBlockingAsk(why) => why.reason(),
+            Refusal::BlockingTimeout => "playlist not updated within three target durations",
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::config::{self, Config};
 use crate::keys::{EntryIp, KeyStore};
 use crate::metrics::Metrics;
 use crate::origin::{self, Origins};
-use crate::playlist::Verdicts;
+use crate::playlist::{StickyExpiries, Verdicts};
 use crate::token;
 use shutdown::{Shutdown, Trigger};
 
@@ -48,6 +48,7 @@ pub struct App {
     pub keys: KeyStore,
     pub origins: Origins,
     pub verdicts: Verdicts,
+    pub sticky_expiries: StickyExpiries,
     pub metrics: Metrics,
     pub refusal_log: refusal_log::RefusalLog,
     pub draining: AtomicBool,
@@ -71,6 +72,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
             timeout: config.origin_timeout,
         }),
         verdicts: Verdicts::default(),
+        sticky_expiries: StickyExpiries::default(),
         metrics: Metrics::default(),
         refusal_log: refusal_log::RefusalLog::default(),
         draining: AtomicBool::new(false),

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -118,7 +118,7 @@ async fn answer(
         playlist_cache: admitted.policy.playlist_cache,
     };
     let response = if ask.playlist {
-        let source = app.origins.fetch_whole(&ask).await.map_err(|e| origin_refusal(e, &admitted))?;
+        let source = playlist_source(app, &admitted, &ask).await?;
         let origin_bases = admitted.policy.origin.as_ref().map_or(&[][..], |o| &o.bases[..]);
         let at = Location { path: req.uri.path(), query, origin_bases, public_hosts };
         playlist_response(app, &admitted, source, client, at)?
@@ -127,6 +127,47 @@ async fn answer(
         media_response(&admitted, fetched, ask.range)?
     };
     Ok(strip_body_for_head(&req.method, response))
+}
+
+/// The playlist, held until it has what a blocking reload (`_HLS_msn`, `_HLS_part`) asks for
+/// when it is a folder stream's that promises blocking reloads. An HTTP origin holds its own:
+/// the parameters are passed on.
+async fn playlist_source(
+    app: &App,
+    admitted: &Admitted,
+    ask: &origin::Request<'_>,
+) -> Result<Bytes, Refusal> {
+    let fetch = || async { app.origins.fetch_whole(ask).await.map_err(|e| origin_refusal(e, admitted)) };
+    if ask.origin.is_some() {
+        return fetch().await;
+    }
+    let Some(wanted) = playlist::blocking_ask(ask.query).map_err(Refusal::BadBlockingAsk)? else {
+        return fetch().await;
+    };
+    // Subscribed before the first read, so a write between the read and the wait still wakes.
+    let mut changes = app.origins.folder_changes(ask.stream, ask.file);
+    let mut deadline = None;
+    loop {
+        let source = fetch().await?;
+        let Ok(text) = std::str::from_utf8(&source) else { return Ok(source) };
+        if !playlist::can_block_reload(text) {
+            return Ok(source);
+        }
+        let at = playlist::position(text);
+        if at.has(wanted) {
+            return Ok(source);
+        }
+        if at.is_too_far(wanted) {
+            return Err(Refusal::BadBlockingAsk(playlist::BadBlockingAsk::TooFarAhead));
+        }
+        // RFC 8216bis §6.2.5.2: give up after three target durations.
+        let held_for = Duration::from_secs(at.target_duration.max(1).saturating_mul(3));
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + held_for);
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Err(Refusal::BlockingTimeout),
+        }
+    }
 }
 
 /// A failed origin read: the viewer gets the kind (404, 502, 504), the log gets the cause, once
@@ -175,6 +216,7 @@ fn playlist_response(
         now: now_ms / 1000,
         session_ttl: policy.session_ttl,
         segment_ttl: policy.segment_ttl,
+        sticky: Some(&app.sticky_expiries),
     };
     let text = playlist::rewrite_vetted(text, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
     Ok((
