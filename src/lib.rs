@@ -7,15 +7,17 @@
 //!
 //! The modules, in the order a request meets them:
 //!
-//! * [`server`]: listeners, the accept loop, signals (reload, drain), the admin port. Its
-//!   `gate` submodule is where every request is checked; `viewer` answers it; `error` turns
-//!   every refusal into a response.
+//! * [`server`]: listeners (TLS, HTTP/1.1 and HTTP/2), signals (reload, drain), the admin port.
+//!   Its `gate` submodule is where every request is checked; `viewer` answers it (and holds
+//!   LL-HLS blocking reloads); `error` turns every refusal into a response.
 //! * [`client_ip`]: who is asking (socket peer, or trusted proxies' forwarding headers).
 //! * [`request_path`]: which stream and file, or a 400 before any token is looked at.
 //! * [`keys`]: where keys live — the per-stream policy map, swapped whole on reload.
 //! * [`token`]: signing and checking, skew, issued expiries, address text. Pure.
-//! * [`origin`]: where bytes come from (a folder, with a hot-file cache).
-//! * [`playlist`]: where a playlist is rewritten per viewer, and the live simulation of a VOD.
+//! * [`origin`]: where bytes come from (a folder or an HTTP origin with failover), behind one
+//!   bounded live cache and request collapsing.
+//! * [`playlist`]: where a playlist is rewritten per viewer (variables, interstitials, LL-HLS
+//!   parts), the live simulation of a VOD, and what a blocking reload waits for.
 //! * [`config`]: the TOML schema and its validation; [`tls`]: the viewer port's certificate;
 //!   [`metrics`]: Prometheus counters.
 //!

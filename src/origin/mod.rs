@@ -1,6 +1,6 @@
-//! Where bytes come from: a folder the packager writes into ([`dir`]) or a packager's HTTP
-//! server ([`http`]), behind one bounded live cache ([`cache`]) and request collapsing
-//! ([`flight`]) shared by both.
+//! Where bytes come from: a folder the packager writes into (`dir.rs`) or a packager's HTTP
+//! server (`http.rs`), behind one bounded live cache (`cache.rs`) and request collapsing
+//! (`flight.rs`) shared by both; `watch.rs` wakes held LL-HLS reloads when a playlist changes.
 //!
 //! [`Origins::fetch`] is the one entry: the gate has already admitted the request, so every
 //! call here is for a viewer with a valid token.

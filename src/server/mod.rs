@@ -1,5 +1,5 @@
 //! `hlsgate serve`: binds the viewer and admin listeners, runs their accept loops
-//! ([`listener`]), reloads the config on SIGHUP and drains on SIGTERM / Ctrl-C.
+//! (`listener.rs`), reloads the config on SIGHUP and drains on SIGTERM / Ctrl-C.
 
 mod admin;
 mod error;
