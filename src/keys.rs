@@ -13,7 +13,7 @@ use axum::http::{HeaderName, HeaderValue};
 
 use crate::client_ip::Proxies;
 use crate::playlist::SegmentTtl;
-use crate::token::{self, Key, ParamNames};
+use crate::token::{self, IpText, Key, ParamNames};
 
 /// Whether links from the broadcaster's site must be bound to the viewer's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -105,16 +105,44 @@ impl StreamPolicy {
 
     /// The address texts a presented token may be bound to: the exact address, the masked
     /// network, and (only when the stream allows it) no address at all.
-    pub fn accepted_bindings(&self, client: IpAddr) -> Vec<Option<String>> {
-        let mut bindings = Vec::with_capacity(3);
-        bindings.push(Some(token::ip_text(client)));
-        if self.masks(client) {
-            bindings.push(Some(self.issue_binding(client)));
+    pub fn accepted_bindings(&self, client: IpAddr) -> Bindings {
+        Bindings {
+            exact: IpText::of(client),
+            network: self
+                .masks(client)
+                .then(|| IpText::binding(client, self.ip_prefix_v4, self.ip_prefix_v6)),
+            ip_less: self.entry_ip == EntryIp::Optional,
         }
-        if self.entry_ip == EntryIp::Optional {
-            bindings.push(None);
+    }
+}
+
+/// What a token presented by one client may be bound to, formatted on the stack.
+pub struct Bindings {
+    exact: IpText,
+    network: Option<IpText>,
+    ip_less: bool,
+}
+
+impl Bindings {
+    /// The texts in the order they are tried (`None`: bound to no address), for
+    /// [`token::Accept::ips`].
+    pub fn texts(&self) -> ([Option<&str>; 3], usize) {
+        let mut texts = [None; 3];
+        let mut n = 0;
+        for text in [
+            Some(Some(self.exact.as_str())),
+            self.network.as_ref().map(|n| Some(n.as_str())),
+            self.ip_less.then_some(None),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(slot) = texts.get_mut(n) {
+                *slot = text;
+                n += 1;
+            }
         }
-        bindings
+        (texts, n)
     }
 }
 
@@ -185,12 +213,14 @@ mod tests {
     #[test]
     fn bindings_follow_policy() {
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let texts = |p: StreamPolicy| {
+            let bindings = p.accepted_bindings(ip);
+            let (texts, n) = bindings.texts();
+            texts[..n].iter().map(|t| t.map(str::to_owned)).collect::<Vec<_>>()
+        };
+        assert_eq!(texts(policy(EntryIp::Required, 32)), vec![Some("203.0.113.9".to_string())]);
         assert_eq!(
-            policy(EntryIp::Required, 32).accepted_bindings(ip),
-            vec![Some("203.0.113.9".to_string())]
-        );
-        assert_eq!(
-            policy(EntryIp::Optional, 24).accepted_bindings(ip),
+            texts(policy(EntryIp::Optional, 24)),
             vec![Some("203.0.113.9".to_string()), Some("203.0.113.0/24".to_string()), None]
         );
         assert_eq!(policy(EntryIp::Optional, 24).issue_binding(ip), "203.0.113.0/24");

@@ -349,20 +349,90 @@ pub fn covering_paths(path: &str) -> [&str; 2] {
 /// The text an address is hashed as: dotted IPv4, RFC 5952 IPv6, and an IPv4-mapped IPv6
 /// address as the IPv4 address it carries.
 pub fn ip_text(ip: IpAddr) -> String {
-    ip.to_canonical().to_string()
+    IpText::of(ip).as_str().to_owned()
 }
 
 /// hlsgate's own extension for mobile carriers: with a prefix shorter than the address, the
 /// hashed text is the network in CIDR form (`203.0.113.0/24`, `2001:db8:1:2::/64`).
 pub fn ip_binding(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) if prefix_v4 < 32 => ipnet::Ipv4Net::new(v4, prefix_v4)
-            .map(|n| n.trunc().to_string())
-            .unwrap_or_else(|_| v4.to_string()),
-        IpAddr::V6(v6) if prefix_v6 < 128 => ipnet::Ipv6Net::new(v6, prefix_v6)
-            .map(|n| n.trunc().to_string())
-            .unwrap_or_else(|_| v6.to_string()),
-        other => other.to_string(),
+    IpText::binding(ip, prefix_v4, prefix_v6).as_str().to_owned()
+}
+
+/// An address's hashed text ([`ip_text`], [`ip_binding`]) on the stack: the check path needs
+/// one or two per request, and formatting them into `String`s cost more than the rest of the
+/// check bar the MD5s.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    // The longest text is an IPv6 network: 39 characters, `/`, 3 digits.
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::dotted(v4.octets()),
+            IpAddr::V6(v6) => Self::display(v6),
+        }
+    }
+
+    /// The network under the prefixes when they are shorter than the address, else the address.
+    pub fn binding(ip: IpAddr, prefix_v4: u8, prefix_v6: u8) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) if prefix_v4 < 32 => {
+                ipnet::Ipv4Net::new(v4, prefix_v4).map_or_else(|_| Self::of(ip), |n| Self::display(n.trunc()))
+            }
+            IpAddr::V6(v6) if prefix_v6 < 128 => {
+                ipnet::Ipv6Net::new(v6, prefix_v6).map_or_else(|_| Self::of(ip), |n| Self::display(n.trunc()))
+            }
+            _ => Self::of(ip),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.buf.get(..self.len).and_then(|text| std::str::from_utf8(text).ok()).unwrap_or_default()
+    }
+
+    /// Dotted decimal by hand: the common case, and `Display` for `Ipv4Addr` pads and copies.
+    fn dotted(octets: [u8; 4]) -> Self {
+        let mut text = IpText { buf: [0; 48], len: 0 };
+        for (i, octet) in octets.into_iter().enumerate() {
+            if i > 0 {
+                text.push(b'.');
+            }
+            if octet >= 100 {
+                text.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                text.push(b'0' + octet / 10 % 10);
+            }
+            text.push(b'0' + octet % 10);
+        }
+        text
+    }
+
+    fn display(value: impl fmt::Display) -> Self {
+        let mut text = IpText { buf: [0; 48], len: 0 };
+        // Every value written here fits: it is an address or a network.
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value}"));
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+}
+
+impl fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -538,6 +608,20 @@ mod tests {
         );
         assert_eq!(without_token_params("md5=x&expires=1", &names), "");
         assert_eq!(without_token_params("", &names), "");
+    }
+
+    #[test]
+    fn address_texts_on_the_stack_match_display() {
+        for text in
+            ["0.0.0.0", "1.2.3.4", "10.100.255.9", "255.255.255.255", "::1", "2001:db8::1", "::ffff:1.2.3.4"]
+        {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(IpText::of(ip).as_str(), ip.to_canonical().to_string(), "{text}");
+        }
+        let ip: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(IpText::binding(ip, 32, 64).as_str(), "2001:db8:1:2::/64");
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(IpText::binding(longest, 32, 127).as_str(), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
     }
 
     /// nginx takes the first of a repeated parameter and hlsgate took the last: behind a proxy

@@ -86,7 +86,11 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), format!("{}\n", self.reason())).into_response();
+        let reason = self.reason();
+        let mut line = String::with_capacity(reason.len() + 1);
+        line.push_str(reason);
+        line.push('\n');
+        let mut response = (self.status(), line).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {

@@ -52,10 +52,10 @@ fn check_token(
 ) -> Result<(), Refusal> {
     let presented = token::parse_query(query, &policy.token_params).map_err(Refusal::Token)?;
     let bindings = policy.accepted_bindings(client);
-    let ips: Vec<Option<&str>> = bindings.iter().map(Option::as_deref).collect();
+    let (ips, n) = bindings.texts();
     let accept = Accept {
         paths: &token::covering_paths(path.as_str()),
-        ips: &ips,
+        ips: ips.get(..n).unwrap_or_default(),
         keys: policy.keys.all(),
         skew: policy.skew,
     };

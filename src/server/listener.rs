@@ -7,6 +7,7 @@
 //! handshake and the request head (a stock server keeps a slowloris connection open forever),
 //! and a connection limit that stops accepting instead of failing.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use super::shutdown::Shutdown;
+use super::{viewer, App};
 
 /// Pending connections the kernel holds for us. The standard library's 128 overflows when
 /// viewers arrive in a burst (a broadcast starting), or wait while `max_connections` is
@@ -61,10 +63,18 @@ pub fn http(header_read_timeout: Duration) -> Arc<auto::Builder<TokioExecutor>> 
     Arc::new(http)
 }
 
+/// What a port answers with.
+pub enum Service {
+    /// The viewer port: a plain function, no router (see `viewer::serve`).
+    Viewer(Arc<App>),
+    /// The admin port's few routes.
+    Router(Router),
+}
+
 /// One port: what it serves and how.
 pub struct Port {
     pub listener: TcpListener,
-    pub router: Router,
+    pub service: Service,
     pub http: Arc<auto::Builder<TokioExecutor>>,
     /// The certificate for a new connection (re-read on reload), or none for plain HTTP.
     pub tls: Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>,
@@ -142,13 +152,26 @@ async fn serve<I>(port: &Port, io: I, peer: SocketAddr, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let router = port.router.clone();
-    let service = hyper::service::service_fn(move |mut req| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(req)
-    });
-    let connection = port.http.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection).await {
+    let io = TokioIo::new(io);
+    let ended = match &port.service {
+        Service::Viewer(app) => {
+            let app = Arc::clone(app);
+            let service = hyper::service::service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(viewer::serve(app, peer, req).await) }
+            });
+            watcher.watch(port.http.serve_connection(io, service)).await
+        }
+        Service::Router(router) => {
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req)
+            });
+            watcher.watch(port.http.serve_connection(io, service)).await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -2,6 +2,7 @@
 //! (`listener.rs`), reloads the config on SIGHUP and drains on SIGTERM / Ctrl-C.
 
 mod admin;
+mod cors;
 mod error;
 mod gate;
 mod listener;
@@ -17,14 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, Method};
-use axum::response::Html;
-use axum::routing::get;
-use axum::Router;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{self, Config};
 use crate::keys::{EntryIp, KeyStore};
@@ -40,9 +36,6 @@ const ADMIN_CONNECTIONS: usize = 64;
 /// the log, the runtime's own.
 const SPARE_FILES: u64 = 64;
 
-/// The player page, for people: hls.js from its CDN, the signed URL from `?src=`.
-const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
-
 /// What every request handler shares.
 pub struct App {
     pub keys: KeyStore,
@@ -51,6 +44,7 @@ pub struct App {
     pub sticky_expiries: StickyExpiries,
     pub metrics: Metrics,
     pub refusal_log: refusal_log::RefusalLog,
+    pub cors: cors::Cors,
     pub draining: AtomicBool,
 }
 
@@ -75,6 +69,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
         sticky_expiries: StickyExpiries::default(),
         metrics: Metrics::default(),
         refusal_log: refusal_log::RefusalLog::default(),
+        cors: cors::Cors::new(&config.cors_origins),
         draining: AtomicBool::new(false),
     });
     // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
@@ -92,7 +87,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let (admin_done, admin_shutdown) = shutdown::channel();
     let admin_port = listener::Port {
         listener: admin,
-        router: admin::router(Arc::clone(&app)),
+        service: listener::Service::Router(admin::router(Arc::clone(&app))),
         http: Arc::clone(&http),
         tls: Box::new(|| None),
         greeting_timeout: config.header_read_timeout,
@@ -104,7 +99,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let certificates = Arc::clone(&app);
     let viewer_port = listener::Port {
         listener: viewers,
-        router: viewer_router(Arc::clone(&app), &config.cors_origins),
+        service: listener::Service::Viewer(Arc::clone(&app)),
         http,
         // Each new connection takes the certificate in force: a reload swaps it.
         tls: Box::new(move || certificates.keys.current().tls.clone()),
@@ -153,29 +148,6 @@ fn raise_open_file_limit(max_connections: usize) {
         ),
         Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
-    }
-}
-
-fn viewer_router(app: Arc<App>, cors_origins: &[String]) -> Router {
-    Router::new()
-        .route("/player.html", get(|| async { Html(PLAYER_PAGE) }))
-        .fallback(viewer::handle)
-        .layer(cors(cors_origins))
-        .with_state(app)
-}
-
-/// CORS on every response, refusals included: a browser player cannot read a 403 or 410 (and
-/// so cannot tell the viewer why) without it.
-fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .allow_headers([header::RANGE, header::IF_MODIFIED_SINCE, header::IF_NONE_MATCH])
-        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE, header::ACCEPT_RANGES])
-        .max_age(Duration::from_secs(600));
-    if origins.iter().any(|o| o == "*") {
-        layer.allow_origin(AllowOrigin::any())
-    } else {
-        layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
     }
 }
 

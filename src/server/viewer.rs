@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
+use axum::http::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
 
 use super::error::Refusal;
@@ -27,14 +27,30 @@ use crate::token;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
-    let started = Instant::now();
-    // Only the head matters (GET and HEAD have no body), and unlike the body it is `Sync`.
+/// The player page, for people: hls.js from its CDN, the signed URL from `?src=`.
+const PLAYER_PAGE: &str = include_str!("../../assets/player.html");
+
+/// The viewer port: CORS preflights, the player page, and every other request through the gate.
+/// A plain function rather than a router: the paths are fixed, and a router with its layers
+/// cost a fifth of a refused request's instructions.
+pub async fn serve<B>(app: Arc<App>, peer: SocketAddr, req: Request<B>) -> Response {
+    // Only the head matters (GET and HEAD have no body).
     let (req, _body) = req.into_parts();
+    let mut response = match app.cors.preflight(&req) {
+        Some(preflight) => preflight,
+        None if req.uri.path() == "/player.html"
+            && (req.method == Method::GET || req.method == Method::HEAD) =>
+        {
+            strip_body_for_head(&req.method, Html(PLAYER_PAGE).into_response())
+        }
+        None => handle(&app, peer, &req).await,
+    };
+    app.cors.decorate(&req.headers, response.headers_mut());
+    response
+}
+
+async fn handle(app: &App, peer: SocketAddr, req: &Parts) -> Response {
+    let started = Instant::now();
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.proxies);
     let path = request_path::parse(req.uri.path());
@@ -45,7 +61,7 @@ pub async fn handle(
         (_, Err(bad)) => Err(Refusal::BadPath(bad)),
         (Ok(client), Ok(path)) => {
             match gate::admit(path, req.uri.query().unwrap_or(""), client, &generation, unix_now()) {
-                Ok(admitted) => answer(&app, admitted, client, &req, &generation.public_hosts).await,
+                Ok(admitted) => answer(app, admitted, client, req, &generation.public_hosts).await,
                 Err(refusal) => Err(refusal),
             }
         }
@@ -59,7 +75,7 @@ pub async fn handle(
         }
         Err(refusal) => {
             app.metrics.record(stream, kind, refusal.outcome(), started.elapsed());
-            log_refusal(&app, &refusal, client, req.uri.path(), started);
+            log_refusal(app, &refusal, client, req.uri.path(), started);
             refusal.into_response()
         }
     }
