@@ -88,16 +88,16 @@ pub fn parse(raw: &str) -> Result<StreamPath, BadPath> {
     if !raw.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
-    if has_encoded_separator(raw) {
-        return Err(BadPath::EncodedSeparator);
-    }
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| BadPath::NotUtf8)?.into_owned();
-    if decoded.chars().any(char::is_control) {
-        return Err(BadPath::ControlCharacter);
-    }
-    if decoded.contains('\\') {
-        return Err(BadPath::Backslash);
-    }
+    // Most paths escape nothing: they skip the escape scan and the decoder.
+    let decoded = if raw.contains('%') {
+        if has_encoded_separator(raw) {
+            return Err(BadPath::EncodedSeparator);
+        }
+        percent_decode_str(raw).decode_utf8().map_err(|_| BadPath::NotUtf8)?.into_owned()
+    } else {
+        raw.to_owned()
+    };
+    check_characters(&decoded)?;
     // nginx merges slashes (`merge_slashes on`) and hashes the merged `$uri`: `/s//a.ts` is
     // `/s/a.ts`, for the token and for the file.
     let decoded = merge_slashes(decoded);
@@ -112,6 +112,28 @@ fn has_encoded_separator(raw: &str) -> bool {
         [b'%', hex @ ..] => hex.eq_ignore_ascii_case(b"2f") || hex.eq_ignore_ascii_case(b"5c"),
         _ => false,
     })
+}
+
+/// No control character (C0, DEL or C1) and no backslash, in one pass over the bytes; a
+/// control character is reported before a backslash wherever each stands.
+fn check_characters(decoded: &str) -> Result<(), BadPath> {
+    let mut backslash = false;
+    let mut bytes = decoded.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            0x00..=0x1F | 0x7F => return Err(BadPath::ControlCharacter),
+            // U+0080..=U+009F are 0xC2 0x80..=0x9F in UTF-8.
+            0xC2 if bytes.peek().is_some_and(|next| (0x80..=0x9F).contains(next)) => {
+                return Err(BadPath::ControlCharacter)
+            }
+            b'\\' => backslash = true,
+            _ => {}
+        }
+    }
+    if backslash {
+        return Err(BadPath::Backslash);
+    }
+    Ok(())
 }
 
 /// Runs of `/` as one.
@@ -130,7 +152,8 @@ fn merge_slashes(path: String) -> String {
 
 /// No segment is `.` or `..`. A trailing `/` (a directory) is allowed.
 fn check_segments(decoded: &str) -> Result<(), BadPath> {
-    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+    // A dot segment follows a `/`: most paths have no `/.` at all.
+    if decoded.contains("/.") && decoded.split('/').any(|segment| segment == "." || segment == "..") {
         return Err(BadPath::DotSegment);
     }
     Ok(())
@@ -189,6 +212,21 @@ mod tests {
         for name in ["/s/a.ts", "/s/a.m3u8.ts", "/s/m3u8", "/s/a.m3u88", "", "/s/é.m3u8x", "/s/é"] {
             assert!(!is_playlist(name), "{name}");
         }
+    }
+
+    #[test]
+    fn every_unicode_control_character_is_refused() {
+        for c in (0u32..0x110000).filter_map(char::from_u32).filter(|c| c.is_control()) {
+            let mut buf = [0; 4];
+            let encoded = percent_encoding::utf8_percent_encode(
+                c.encode_utf8(&mut buf),
+                percent_encoding::NON_ALPHANUMERIC,
+            );
+            assert_eq!(parse(&format!("/demo/a{encoded}b.ts")), Err(BadPath::ControlCharacter), "{c:?}");
+        }
+        assert!(parse("/demo/\u{a0}.ts").is_ok(), "U+00A0 is not a control character");
+        assert_eq!(parse("/demo/%5Ca%00"), Err(BadPath::EncodedSeparator));
+        assert_eq!(parse("/demo/\\a%00"), Err(BadPath::ControlCharacter));
     }
 
     #[test]

@@ -124,10 +124,12 @@ pub struct StickyExpiries {
 impl StickyExpiries {
     const PRUNE_AT: usize = 16_384;
 
-    /// The remembered expiry of `path` while it leaves at least half of `ttl`, else `fresh`.
+    /// The remembered expiry of `path` while it leaves at least half of `ttl` and is no later
+    /// than `fresh` (what this playlist would issue now: another playlist with a longer TTL
+    /// naming the same path must not lend it its expiry), else `fresh`.
     pub fn expires(&self, path: &str, fresh: u64, now: u64, ttl: u64) -> u64 {
         if let Some(known) = self.by_path.get(path) {
-            if *known >= now.saturating_add(ttl / 2) {
+            if *known >= now.saturating_add(ttl / 2) && *known <= fresh {
                 return *known;
             }
         }

@@ -4,7 +4,6 @@
 //! to sign, and writing it back with its token where the player will send it.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use super::vars::{has_reference, Variables};
 use super::{Issue, Location};
@@ -199,9 +198,13 @@ impl Signer<'_> {
             (true, Some(memory)) => memory.expires(path, self.expires, self.issue.now, self.ttl),
             _ => self.expires,
         };
-        let _ = write!(out, "{}=", names.token);
+        out.push_str(&names.token);
+        out.push('=');
         token::sign_into(expires, path, self.issue.ip, self.issue.key, out);
-        let _ = write!(out, "&{}={}", names.expires, expires);
+        out.push('&');
+        out.push_str(&names.expires);
+        out.push('=');
+        token::push_decimal(expires, out);
     }
 }
 
