@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 /// A whole file, as served.
 #[derive(Debug, Clone)]
@@ -86,18 +86,24 @@ impl LiveCache {
         // quick_cache wants an estimate of the item count; segments of a few hundred KiB are
         // typical, and a wrong guess only costs some memory in its tables.
         let items = usize::try_from((capacity_bytes / (256 << 10)).clamp(64, 1 << 16)).unwrap_or(1 << 16);
-        LiveCache {
-            files: Cache::with(
-                items,
-                capacity_bytes,
-                ByBytes,
-                DefaultHashBuilder::default(),
-                evictions.clone(),
-            ),
-            evictions: evictions.0,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        // quick_cache splits the capacity across shards and refuses any item bigger than one
+        // shard: enough shards for concurrency, few enough that a shard holds the largest file
+        // the cache takes (a sixteenth of the whole, see `origin::Settings::whole_max`).
+        let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(8);
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity_bytes)
+            .shards(shards)
+            .build();
+        let files = match options {
+            Ok(options) => {
+                Cache::with_options(options, ByBytes, DefaultHashBuilder::default(), evictions.clone())
+            }
+            Err(_) => {
+                Cache::with(items, capacity_bytes, ByBytes, DefaultHashBuilder::default(), evictions.clone())
+            }
+        };
+        LiveCache { files, evictions: evictions.0, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     /// The entry for `key` if it is still valid: `current` is the file's stamp now (folder
@@ -174,5 +180,17 @@ mod tests {
         // A file larger than the whole cache is never held.
         cache.insert("huge".into(), file(2 << 20, forever));
         assert!(cache.get("huge", None, Instant::now()).is_none());
+    }
+
+    /// quick_cache refuses items bigger than one of its shards: the largest file the origins
+    /// cache (a sixteenth of the capacity) must fit.
+    #[test]
+    fn a_sixteenth_of_the_capacity_is_cached() {
+        for capacity in [1u64 << 20, 64 << 20, 256 << 20] {
+            let cache = LiveCache::new(capacity);
+            let forever = Validity::Until(Instant::now() + Duration::from_secs(3600));
+            cache.insert("big".into(), file((capacity / 16) as usize - 200, forever));
+            assert!(cache.get("big", None, Instant::now()).is_some(), "capacity {capacity}");
+        }
     }
 }

@@ -22,6 +22,8 @@ use crate::keys::OriginSpec;
 /// Path characters sent as they are; everything else is escaped again (the gate decoded it).
 const PATH_KEEP: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Kernel receive buffer of an origin connection.
+const RECV_BUFFER: usize = 128 << 10;
 /// Backoff after a failure: doubles per failure in a row, up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -77,6 +79,10 @@ impl Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
+        // A viewer reading slowly through a pass-through stream leaves the origin's bytes in
+        // this socket: keep what the kernel holds per connection small, or six hundred slow
+        // viewers exhaust its TCP memory and new connections are reset.
+        connector.set_recv_buffer_size(Some(RECV_BUFFER));
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Upstreams { client, health: DashMap::new(), first_byte, stats: UpstreamStats::default() }

@@ -34,7 +34,9 @@ use cache::{Cached, LiveCache, Validity};
 use flight::{Flight, Flights, Head, Joined};
 
 /// Files up to this size are read whole, collapsed and cached; larger ones are streamed to
-/// each viewer on their own.
+/// each viewer on their own. Lower with a small cache: a sixteenth of `cache_bytes`, so a
+/// whole file always fits the cache and a few slow viewers of evicted files cannot hold more
+/// than the cache itself.
 pub const WHOLE_FILE_MAX: u64 = 16 << 20;
 /// How long an HTTP origin's segment, part, key or init map is served from the cache when the
 /// origin does not say (`Cache-Control: max-age`). Live files are fetched by every viewer within
@@ -124,6 +126,8 @@ struct Shared {
     /// Bytes buffered by flights in the air, against `inflight_budget`.
     inflight: AtomicU64,
     inflight_budget: u64,
+    /// The largest file read whole: [`WHOLE_FILE_MAX`], or a sixteenth of the cache.
+    whole_max: u64,
     collapsed: AtomicU64,
     watchers: watch::Watchers,
 }
@@ -155,6 +159,7 @@ impl Origins {
             inflight: AtomicU64::new(0),
             // Buffers in flight are bounded apart from the cache: a quarter of it.
             inflight_budget: settings.cache_bytes / 4,
+            whole_max: WHOLE_FILE_MAX.min(settings.cache_bytes / 16),
             collapsed: AtomicU64::new(0),
             watchers: watch::Watchers::default(),
         }))
@@ -191,7 +196,7 @@ impl Origins {
                 let mut all = bytes::BytesMut::new();
                 while let Some(chunk) = stream.next().await {
                     all.extend_from_slice(&chunk.map_err(|_| OriginError::Truncated)?);
-                    if all.len() as u64 > WHOLE_FILE_MAX {
+                    if all.len() as u64 > self.0.whole_max {
                         return Err(OriginError::TooLarge);
                     }
                 }
@@ -210,7 +215,7 @@ impl Origins {
                 return Err(e);
             }
         };
-        if meta.len() > WHOLE_FILE_MAX {
+        if meta.len() > self.0.whole_max {
             let modified = meta.modified().ok();
             let file = FileStream::new(path, meta.len());
             return Ok(Fetched {
@@ -268,10 +273,10 @@ impl Origins {
                 return Ok(whole(hit));
             }
         }
-        if req.range.is_some() {
-            // A range of a file not in the cache: passed through, not collapsed.
-            return self.pass_through(req, spec).await;
-        }
+        // A range is cut from the whole file (collapsed and cached like any other read, as
+        // players such as ffmpeg ask `bytes=0-` every time); a playlist is never asked for in
+        // part, it is rewritten whole.
+        let ranged = req.range.is_some() && !req.playlist;
         let flight = match self.0.flights.join(&key) {
             Joined::Joined(flight) => {
                 self.0.collapsed.fetch_add(1, Ordering::Relaxed);
@@ -294,11 +299,11 @@ impl Origins {
             }
         };
         let head = match flight.head().await {
-            // Too big to share: this viewer reads it on its own.
-            Err(OriginError::TooLarge) => return self.pass_through(req, spec).await,
+            // Too big to share: this viewer reads it on its own (a playlist never is).
+            Err(OriginError::TooLarge) if !req.playlist => return self.pass_through(req, spec).await,
             other => other?,
         };
-        if req.playlist {
+        if req.playlist || ranged {
             let bytes = flight.whole().await?;
             return Ok(Fetched {
                 len: Some(bytes.len() as u64),
@@ -425,8 +430,8 @@ impl FlightRun {
     /// Reserves room for the body in the in-flight budget (the whole file when its length is
     /// known, a whole-file maximum when not); None when it does not fit.
     fn reserve(&self, len: Option<u64>) -> Option<u64> {
-        let want = len.unwrap_or(WHOLE_FILE_MAX);
-        if want > WHOLE_FILE_MAX {
+        let want = len.unwrap_or(self.shared.whole_max);
+        if want > self.shared.whole_max {
             return None;
         }
         let budget = self.shared.inflight_budget;
@@ -453,7 +458,7 @@ impl FlightRun {
                 }
             })?;
             received += chunk.len() as u64;
-            if received > len.unwrap_or(WHOLE_FILE_MAX) {
+            if received > len.unwrap_or(self.shared.whole_max) {
                 return Err(OriginError::TooLarge);
             }
             self.flight.push(chunk);
