@@ -644,11 +644,11 @@ async fn a_ranged_playlist_request_is_never_answered_with_part_of_the_playlist()
 }
 
 // ---------------------------------------------------------------------------------------
-// 10. The live cache holds what fits in it: a 10 MiB segment in a 64 MiB cache
+// 10. The live cache holds what fits in it: files up to a sixteenth of cache_bytes
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_10_mib_segment_is_cached_in_a_64_mib_cache_folder_and_http() {
+async fn a_10_mib_segment_is_cached_in_the_default_cache_folder_and_http() {
     let setup = Setup::new("origin-admit");
     let folder = setup.streams().join("d");
     std::fs::create_dir_all(&folder).unwrap();
@@ -657,7 +657,9 @@ async fn a_10_mib_segment_is_cached_in_a_64_mib_cache_folder_and_http() {
     }
     let nginx = nginx_for(&folder, false);
     let streams = format!("[streams.d]\nkeys = [\"{KEY}\"]\n{}", stream("h", &nginx.url("/live/"), ""));
-    let server = setup.start("cache_bytes = 67108864", &streams);
+    // The default 256 MiB: a whole file is cached up to 16 MiB (a sixteenth). quick_cache once
+    // refused anything over one of its shards, 7.8 MiB here.
+    let server = setup.start("", &streams);
 
     let mut problems = Vec::new();
     for path in ["/d/small.ts", "/h/small.ts", "/d/large.ts", "/h/large.ts"] {
@@ -680,4 +682,27 @@ async fn a_10_mib_segment_is_cached_in_a_64_mib_cache_folder_and_http() {
     let origin_reads = nginx.access().iter().filter(|l| l.uri == "/live/large.ts").count();
     eprintln!("nginx served large.ts {origin_reads} times for 2 viewer requests");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// With a small cache the largest file read whole shrinks with it (a sixteenth), so slow
+/// viewers of evicted files cannot hold more than the cache: a 10 MiB file in a 64 MiB cache
+/// is streamed, never cached, and each viewer's copy is a couple of chunks.
+#[tokio::test]
+async fn past_a_sixteenth_of_a_small_cache_files_are_streamed_not_cached() {
+    let setup = Setup::new("origin-stream-large");
+    let folder = setup.streams().join("d");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("small.ts"), vec![b'x'; 3 << 20]).unwrap();
+    std::fs::write(folder.join("large.ts"), vec![b'y'; 10 << 20]).unwrap();
+    let server = setup.start("cache_bytes = 67108864", &format!("[streams.d]\nkeys = [\"{KEY}\"]\n"));
+    let hits = |text: &str| metric(text, "hlsgate_cache_hits_total").unwrap_or(0);
+    for (path, cached) in [("/d/small.ts", true), ("/d/large.ts", false)] {
+        let before = hits(&admin(&server, "/metrics").await.text());
+        for _ in 0..2 {
+            let resp = Request::get(server.viewer_addr(), &link(path, VIEWER)).from(VIEWER).send().await;
+            assert_eq!(resp.status, 200, "{path}");
+        }
+        let after = hits(&admin(&server, "/metrics").await.text());
+        assert_eq!(after > before, cached, "{path}: cache hits {before} -> {after}");
+    }
 }

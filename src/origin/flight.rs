@@ -106,6 +106,21 @@ impl Flight {
         .await
     }
 
+    /// The bytes received so far and `last`, as one buffer: the whole body, for the cache, as
+    /// its last chunk comes in.
+    pub fn received_with(&self, last: &Bytes) -> Bytes {
+        let state = self.lock();
+        if last.is_empty() {
+            return concat(&state.chunks);
+        }
+        let mut all =
+            BytesMut::with_capacity(state.chunks.iter().map(Bytes::len).sum::<usize>() + last.len());
+        for chunk in state.chunks.iter().chain([last]) {
+            all.extend_from_slice(chunk);
+        }
+        all.freeze()
+    }
+
     /// The body from its first byte, as it arrives. An origin that breaks off mid-body ends the
     /// stream with an error, so the viewer's connection is cut rather than the file passed off
     /// as complete.

@@ -241,12 +241,14 @@ impl Origins {
                     let read = tokio::task::spawn_blocking(move || dir::read_whole(&path)).await;
                     match read.unwrap_or_else(|e| Err(OriginError::Failed(e.to_string()))) {
                         Ok((bytes, modified, stamp)) => {
+                            // Cached before a byte goes out: a viewer who has the whole file
+                            // and asks again at once finds it in the cache.
+                            let cached =
+                                Cached { bytes: bytes.clone(), modified, valid: Validity::Stamp(stamp) };
+                            shared.cache.insert(key, cached);
                             run.set_head(Ok(Head { len: Some(bytes.len() as u64), modified }));
-                            run.push(bytes.clone());
+                            run.push(bytes);
                             run.finish(Ok(()));
-                            shared
-                                .cache
-                                .insert(key, Cached { bytes, modified, valid: Validity::Stamp(stamp) });
                         }
                         Err(e) => run.set_head(Err(e)),
                     }
@@ -408,23 +410,10 @@ impl FlightRun {
             return Err(OriginError::TooLarge);
         };
         self.flight.set_head(Ok(answer.head.clone()));
-        let result = self.pump(answer.body, answer.head.len).await;
+        let result = self.pump(answer.body, &answer.head, answer.max_age).await;
         self.shared.inflight.fetch_sub(reserved, Ordering::Relaxed);
-        match result {
-            Ok(bytes) => {
-                if let Some(fresh) = self.freshness(&bytes, answer.max_age) {
-                    let valid = Validity::Until(Instant::now() + fresh);
-                    self.shared
-                        .cache
-                        .insert(self.key.clone(), Cached { bytes, modified: answer.head.modified, valid });
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.flight.finish(Err(e.clone()));
-                Err(e)
-            }
-        }
+        self.flight.finish(result.clone());
+        result
     }
 
     /// Reserves room for the body in the in-flight budget (the whole file when its length is
@@ -444,11 +433,19 @@ impl FlightRun {
             .map(|_| want)
     }
 
-    /// Passes the body into the flight as it arrives (one copy, shared by every reader); the
-    /// whole of it at the end, checked against the length the origin announced.
-    async fn pump(&self, body: hyper::body::Incoming, len: Option<u64>) -> Result<Bytes, OriginError> {
+    /// Passes the body into the flight as it arrives (one copy, shared by every reader) and
+    /// stores it in the cache once whole, checked against the length the origin announced.
+    /// The cache gets it before its last byte goes out: a viewer who has the whole file and asks
+    /// again at once finds it there.
+    async fn pump(
+        &self,
+        body: hyper::body::Incoming,
+        head: &Head,
+        max_age: Option<Duration>,
+    ) -> Result<(), OriginError> {
         let mut chunks = std::pin::pin!(chunks(body, self.shared.upstreams.timeout()));
         let mut received = 0u64;
+        let mut stored = false;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| {
                 if e.kind() == io::ErrorKind::TimedOut {
@@ -458,16 +455,31 @@ impl FlightRun {
                 }
             })?;
             received += chunk.len() as u64;
-            if received > len.unwrap_or(self.shared.whole_max) {
+            if received > head.len.unwrap_or(self.shared.whole_max) {
                 return Err(OriginError::TooLarge);
+            }
+            if head.len == Some(received) {
+                self.store(self.flight.received_with(&chunk), head, max_age);
+                stored = true;
             }
             self.flight.push(chunk);
         }
-        if len.is_some_and(|len| len != received) {
-            return Err(OriginError::Truncated);
+        match head.len {
+            Some(len) if len != received => Err(OriginError::Truncated),
+            _ => {
+                if !stored {
+                    self.store(self.flight.received_with(&Bytes::new()), head, max_age);
+                }
+                Ok(())
+            }
         }
-        self.flight.finish(Ok(()));
-        self.flight.whole().await
+    }
+
+    fn store(&self, bytes: Bytes, head: &Head, max_age: Option<Duration>) {
+        if let Some(fresh) = self.freshness(&bytes, max_age) {
+            let valid = Validity::Until(Instant::now() + fresh);
+            self.shared.cache.insert(self.key.clone(), Cached { bytes, modified: head.modified, valid });
+        }
     }
 
     /// How long this answer may be served from memory: a live playlist half its target
