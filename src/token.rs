@@ -467,8 +467,13 @@ pub fn default_step(ttl: u64) -> u64 {
 /// need stable URIs). Always in `[now + ttl, now + ttl + step]`.
 pub fn issue_expiry(now: u64, ttl: u64, step: u64) -> u64 {
     let step = step.max(1);
-    now.saturating_add(ttl).div_ceil(step).saturating_mul(step)
+    now.saturating_add(ttl).div_ceil(step).saturating_mul(step).min(MAX_EXPIRES)
 }
+
+/// The latest expiry a token can carry: 19 digits, the most [`parse_query`] reads. A TTL from a
+/// hostile playlist (`#EXT-X-TARGETDURATION:4000000000000000000`) must not issue tokens that
+/// no check can read.
+pub const MAX_EXPIRES: u64 = 9_999_999_999_999_999_999;
 
 /// Appends the token parameters to a path or URI that has no query yet, or has one.
 pub fn signed_url(path: &str, token: &str, expires: u64, names: &ParamNames) -> String {
@@ -649,6 +654,17 @@ mod tests {
             let mut ours = String::new();
             push_decimal(n, &mut ours);
             proptest::prop_assert_eq!(ours, n.to_string());
+        }
+    }
+
+    #[test]
+    fn issued_expiries_always_parse() {
+        for (now, ttl, step) in
+            [(1_700_000_000, u64::MAX, 1), (u64::MAX, 10, 3), (1, 4_000_000_000_003_454_249 * 3, 1 << 62)]
+        {
+            let expires = issue_expiry(now, ttl, step);
+            let query = format!("md5={}&expires={expires}", sign(expires, "/p", None, &key("k")));
+            assert!(parse_query(&query, &ParamNames::default()).is_ok(), "{expires}");
         }
     }
 

@@ -781,6 +781,16 @@ fileSequence267.mp4
         );
     }
 
+    /// Found by fuzzing: the player sends `x?y=1&?md5=…`, and `?md5` is not `md5`.
+    #[test]
+    fn a_question_mark_inside_the_query_is_not_its_start() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-DEFINE:NAME=\"q\",VALUE=\"x?y=1&\"\n#EXTINF:4,\n{$q}?\n";
+        let out = rewrite_at(text, "/demo/index.m3u8", NOW);
+        let line = out.lines().nth(4).unwrap();
+        assert!(line.starts_with("{$q}?&md5="), "{line}");
+        assert_tokens(&out, &[("/demo/x", Class::Segment(12))], NOW);
+    }
+
     #[test]
     fn a_value_that_brings_a_fragment_leaves_the_uri_unsigned() {
         let text =

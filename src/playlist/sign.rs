@@ -126,9 +126,12 @@ impl<'a> Signer<'a> {
         // Whether ours starts the query or joins it depends on what the player's substitution
         // makes of the text before it.
         let before = variables.substitute(out.get(start..).unwrap_or_default());
-        let separator = match before.rfind('?') {
+        // A `?` ending the text starts the query only if it is the first one; after that it is
+        // a character of the query, and ours must be joined with `&`.
+        let separator = match before.find('?') {
             None => "?",
-            Some(_) if before.ends_with(['?', '&']) => "",
+            Some(_) if before.ends_with('&') => "",
+            Some(first) if first + 1 == before.len() => "",
             Some(_) => "&",
         };
         out.push_str(separator);

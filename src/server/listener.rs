@@ -18,7 +18,10 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls::ServerConfig;
@@ -127,24 +130,108 @@ async fn connection(
     watcher: Watcher,
     _permit: OwnedSemaphorePermit,
 ) {
+    let deadline = tokio::time::Instant::now() + port.greeting_timeout;
     match (port.tls)() {
         Some(config) => {
-            match tokio::time::timeout(port.greeting_timeout, TlsAcceptor::from(config).accept(stream)).await
+            let tls = match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(stream)).await
             {
-                Ok(Ok(tls)) => serve(&port, tls, peer, watcher).await,
-                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-            }
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            };
+            greet_then_serve(&port, tls, peer, watcher, deadline).await;
         }
-        None => {
-            // Telling HTTP/1.1 from h2c has no deadline of its own: the first byte must come
-            // within the one the rest of a request head gets.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(port.greeting_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => serve(&port, stream, peer, watcher).await,
-                _ => tracing::debug!(peer = %peer, "closed before its first byte"),
-            }
+        None => greet_then_serve(&port, stream, peer, watcher, deadline).await,
+    }
+}
+
+/// The HTTP/2 connection preface: what a client speaking h2 sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Telling HTTP/1.1 from HTTP/2 has no deadline of its own in hyper-util: the bytes that decide
+/// it must come by the same deadline as the handshake, or a client that connects (or finishes
+/// TLS) and sends nothing, or half a preface, would hold its slot forever. After them,
+/// HTTP/1.1's header read timeout and HTTP/2's keep-alive pings take over.
+async fn greet_then_serve<I>(
+    port: &Port,
+    mut io: I,
+    peer: SocketAddr,
+    watcher: Watcher,
+    deadline: tokio::time::Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match tokio::time::timeout_at(deadline, greeting(&mut io)).await {
+        Ok(Ok(first)) => serve(port, Prefixed { first, read: 0, io }, peer, watcher).await,
+        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "closed before its first request"),
+        Err(_) => tracing::debug!(peer = %peer, "no request within the header read timeout"),
+    }
+}
+
+/// Reads until the protocol is known: the whole HTTP/2 preface, or bytes that are not it.
+async fn greeting<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<Vec<u8>> {
+    let mut first = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        first.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let decided = first.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&first);
+        if decided {
+            return Ok(first);
+        }
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Prefixed<I> {
+    first: Vec<u8>,
+    read: usize,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(rest) = this.first.get(this.read..).filter(|rest| !rest.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(rest.get(..n).unwrap_or_default());
+            this.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
