@@ -1,0 +1,17 @@
+//! `playlist::rewrite` on any playlist, at any of a few playlist URLs and viewer settings: see
+//! `invariants::check_rewrite`.
+
+#![no_main]
+
+use hlsgate_fuzz::{input, invariants};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (settings, text) = input::split_settings(data);
+    let (key, names, hosts) = (input::key(), input::names(settings), input::public_hosts());
+    let _ = invariants::check_rewrite(
+        text,
+        &input::playlist_at(settings, &hosts),
+        &input::issue(settings, &key, &names),
+    );
+});
