@@ -65,11 +65,12 @@ proptest! {
 
     #[test]
     fn rewrite_target(data in fuzz_bytes(200), playlist in playlist()) {
-        let (key, hosts) = (input::key(), input::public_hosts());
+        let key = input::key();
         for data in [data, playlist.into_bytes()] {
             let (settings, text) = input::split_settings(&data);
-            let names = input::names(settings);
-            let _ = invariants::check_rewrite(text, &input::playlist_at(settings, &hosts), &input::issue(settings, &key, &names));
+            let (names, urls) = (input::names(settings), input::urls(settings));
+            let at = input::playlist_at(settings, &urls);
+            let _ = invariants::check_rewrite(text, &at, &input::issue(settings, &key, &names));
         }
     }
 }
@@ -113,7 +114,7 @@ fn binding() -> impl Strategy<Value = Option<String>> {
 }
 
 proptest! {
-    #![proptest_config(config(4096))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn query_parser(
@@ -241,21 +242,35 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 /// A URI reference as packagers write them, and as they should not: relative and absolute,
-/// this host and others, other schemes, dot segments plain and escaped, directories, queries
-/// with old token parameters, fragments, non-ASCII.
+/// this host, the origin's and others, other schemes, dot segments plain and escaped,
+/// backslashes, directories, variables, queries with old token parameters, fragments,
+/// non-ASCII.
 fn uri() -> impl Strategy<Value = String> {
     let path = prop_oneof![
         4 => "[a-z0-9_.%-]{1,8}(/[a-z0-9_.%-]{1,8}){0,2}",
-        2 => "(\\.\\./|\\./|%2[eE]%2[eE]/){0,3}(demo/|other/|)[a-z0-9.]{0,6}/?",
-        1 => "/(demo|other|live-1|s)(/[a-z0-9.%]{0,6}){0,3}",
-        1 => "(https?|HTTP|ftp)://(example\\.com:8080|EXAMPLE\\.com:8080|example\\.com|cdn\\.example\\.net|VIDEO\\.example\\.org)(/(demo|other|\\.\\.)){0,2}(/[a-z.]{0,6})?",
+        2 => "(\\.\\./|\\./|%2[eE]%2[eE]/|%2[eE]/|\\.\\.\\\\){0,3}(demo/|other/|live-1/|)[a-z0-9.]{0,6}/?",
+        1 => "/{1,2}(demo|other|live-1|s)(/{1,2}[a-z0-9.%]{0,6}){0,3}",
+        1 => "(https?|HTTP|ftp)://(example\\.com:8080|EXAMPLE\\.com:8080|example\\.com|cdn\\.example\\.net|VIDEO\\.example\\.org(:80|:443)?)(/(demo|other|\\.\\.)){0,2}(/[a-z.]{0,6})?",
+        1 => "(http://packager:8081/live/|HTTP://PACKAGER:8081/live/|http://packager:8081/other/)[a-z0-9./]{0,8}",
         1 => "//(example\\.com:8080|example\\.com)/(demo|other)/[a-z./]{0,8}",
-        1 => "(skd://key-1|data:text/plain,x|urn:x|a:b\\.ts|1a:b\\.ts)",
+        1 => "(skd://key-1|data:text/plain,x|urn:x|a:b\\.ts|1a:b\\.ts|http:a\\.ts)",
         1 => "(\\.|\\.\\.|x/|\\./|%2F|a%2Fb\\.ts|a%ff\\.ts|é/ü\\.ts|a b\\.ts|a\\\\b\\.ts|)",
+        2 => "([a-z]{0,3}\\{\\$(v|base|imp|gone|q)\\}/?){1,2}[a-z.]{0,4}",
     ];
     let query = "(\\?((md5|expires|st|e|a|b|%6Dd5|x)(=[a-z0-9%]{0,4})?)?(&((md5|expires|x|)(=[a-z0-9]{0,3})?)){0,3})?";
     (path, query, "(#[a-z=0-9?]{0,4})?")
         .prop_map(|(path, query, fragment)| format!("{path}{query}{fragment}"))
+}
+
+/// Variable definitions: values known from the playlist, from its query, or not at all. No
+/// value holds a `?`: that is an open finding (see the end of this file).
+fn define_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ("(v|q)", "(a|720p|\\.\\./other|x&y|a#b|seg\\{\\$v\\}|)")
+            .prop_map(|(name, value)| format!("#EXT-X-DEFINE:NAME=\"{name}\",VALUE=\"{value}\"")),
+        Just("#EXT-X-DEFINE:QUERYPARAM=\"base\"".to_owned()),
+        Just("#EXT-X-DEFINE:IMPORT=\"imp\"".to_owned()),
+    ]
 }
 
 /// A URI fit for a quoted attribute value (no `"`) or an unquoted one (no `,` either).
@@ -279,6 +294,10 @@ fn media_line() -> impl Strategy<Value = String> {
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-PRELOAD-HINT:TYPE=PART,{a}")),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-RENDITION-REPORT:{a},LAST-MSN=1")),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-VENDOR:{a}")),
+        1 => attribute("X-ASSET-URI")
+            .prop_map(|a| format!("#EXT-X-DATERANGE:ID=\"i\",START-DATE=\"2024-01-01T00:00:00Z\",{a}")),
+        1 => define_line(),
+        1 => attribute("URI").prop_map(|a| format!(" \t#EXT-X-KEY:METHOD=AES-128,{a}")),
         1 => "(#EXT-X-DISCONTINUITY|#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00Z|# [ -~]{0,12}|)",
     ]
 }
@@ -288,6 +307,8 @@ fn master_line() -> impl Strategy<Value = String> {
         3 => uri().prop_map(|uri| format!("#EXT-X-STREAM-INF:BANDWIDTH=1000\n{uri}")),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"n, m\",{a}")),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,{a}")),
+        1 => attribute("URI").prop_map(|a| format!("#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=1,{a}")),
+        1 => define_line(),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-SESSION-KEY:METHOD=AES-128,{a}")),
         1 => attribute("URI").prop_map(|a| format!("#EXT-X-SESSION-DATA:DATA-ID=\"d\",{a}")),
         1 => attribute("SERVER-URI").prop_map(|a| format!("#EXT-X-CONTENT-STEERING:{a},PATHWAY-ID=\"A\"")),
@@ -324,21 +345,23 @@ fn segment_ttl() -> impl Strategy<Value = SegmentTtl> {
 }
 
 proptest! {
-    #![proptest_config(config(2048))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn playlist_rewriter(
         text in playlist(),
         path in 0u16..8,
+        origin in any::<bool>(),
         names in names(),
         ip in binding(),
         now in 1u64..4_000_000_000,
         session_ttl in 1u64..10_000_000,
         segment_ttl in segment_ttl(),
     ) {
-        let (key, hosts) = (input::key(), input::public_hosts());
-        let issue = Issue { key: &key, ip: ip.as_deref(), names: &names, now, session_ttl, segment_ttl };
-        let outcome = invariants::check_rewrite(text.as_bytes(), &input::playlist_at(path << 4, &hosts), &issue);
+        let settings = path << 4 | u16::from(origin) << 9;
+        let (key, urls) = (input::key(), input::urls(settings));
+        let issue = Issue { key: &key, ip: ip.as_deref(), names: &names, now, session_ttl, segment_ttl, sticky: None };
+        let outcome = invariants::check_rewrite(text.as_bytes(), &input::playlist_at(settings, &urls), &issue);
         // Every generated playlist is one a packager could write, attribute lists included.
         prop_assert!(outcome.is_ok(), "{:?}", outcome);
     }
@@ -353,6 +376,13 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peer-playlists/fixtures")
 }
 
+/// Spec-invalid fixtures EXPECT.tsv (read-only here) does not list yet; the same list as
+/// `tests/corpus.rs`'s `ALSO_INVALID`.
+const ALSO_INVALID: [&str; 1] = [
+    // The RFC 8216 example as printed, wrapped at 64 columns: quoted strings run over line ends.
+    "sethdeckard/date_range_scte35.m3u8",
+];
+
 /// The fixtures EXPECT.tsv marks invalid: they may be refused, but what is served must hold.
 fn refusable(dir: &Path) -> BTreeSet<String> {
     let expect = std::fs::read_to_string(dir.join("EXPECT.tsv")).unwrap_or_default();
@@ -364,6 +394,7 @@ fn refusable(dir: &Path) -> BTreeSet<String> {
             let (fixture, verdict) = (columns.next()?, columns.next()?);
             (verdict == "invalid").then(|| fixture.to_owned())
         })
+        .chain(ALSO_INVALID.map(str::to_owned))
         .collect()
 }
 
@@ -418,8 +449,14 @@ fn peer_playlists_rewrite_and_hold() {
                 now: 1_700_000_000,
                 session_ttl: 14_400,
                 segment_ttl: *segment_ttl,
+                sticky: None,
             };
-            let at = PlaylistAt { raw_path: input::PLAYLIST_PATHS[*path], public_hosts: &hosts };
+            let at = PlaylistAt {
+                raw_path: input::PLAYLIST_PATHS[*path],
+                query: "",
+                origin_bases: &[],
+                public_hosts: &hosts,
+            };
             match panic::catch_unwind(AssertUnwindSafe(|| invariants::check_rewrite(&text, &at, &issue))) {
                 Ok(Ok(rewritten)) => {
                     total.signed += rewritten.signed;
@@ -432,7 +469,7 @@ fn peer_playlists_rewrite_and_hold() {
         }
     }
     println!(
-        "peer playlists: {} files from {}: {} URIs signed, {} left as they were, {refused} refusals (all listed in EXPECT.tsv)",
+        "peer playlists: {} files from {}: {} URIs signed, {} left as they were, {refused} refusals (all listed as invalid)",
         files.len(),
         dir.display(),
         total.signed,
@@ -461,8 +498,32 @@ fn a_huge_target_duration_still_issues_readable_tokens() {
         now: 1_700_000_000,
         session_ttl: 14_400,
         segment_ttl: SegmentTtl::Auto,
+        sticky: None,
     };
-    let at = PlaylistAt { raw_path: "/demo/index.m3u8", public_hosts: &hosts };
+    let at = PlaylistAt { raw_path: "/demo/index.m3u8", query: "", origin_bases: &[], public_hosts: &hosts };
     let text = b"#EXTM3U\n#EXT-X-TARGETDURATION:4000000000003454249\n5";
+    invariants::check_rewrite(text, &at, &issue).expect("a live playlist");
+}
+
+/// Found by these properties. A variable whose value holds a `?` starts the player's query, so
+/// a `?` written after it is part of the query, not its start; the rewriter then puts the token
+/// right after that `?` (`x?y=1&?md5=…`), the server reads a parameter named `?md5`, and the
+/// player gets 403 (token missing). Harmless to security, fatal to that URI.
+#[test]
+#[ignore = "open finding: a variable value with `?` before a written `?` hides the token"]
+fn a_variable_with_a_query_still_gets_a_readable_token() {
+    let (key, names, hosts) = (input::key(), ParamNames::default(), input::public_hosts());
+    let issue = Issue {
+        key: &key,
+        ip: Some("203.0.113.7"),
+        names: &names,
+        now: 1_700_000_000,
+        session_ttl: 14_400,
+        segment_ttl: SegmentTtl::Auto,
+        sticky: None,
+    };
+    let at = PlaylistAt { raw_path: "/demo/index.m3u8", query: "", origin_bases: &[], public_hosts: &hosts };
+    let text =
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-DEFINE:NAME=\"q\",VALUE=\"x?y=1&\"\n#EXTINF:4,\n{$q}?\n";
     invariants::check_rewrite(text, &at, &issue).expect("a live playlist");
 }

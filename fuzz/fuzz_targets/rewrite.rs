@@ -8,10 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let (settings, text) = input::split_settings(data);
-    let (key, names, hosts) = (input::key(), input::names(settings), input::public_hosts());
-    let _ = invariants::check_rewrite(
-        text,
-        &input::playlist_at(settings, &hosts),
-        &input::issue(settings, &key, &names),
-    );
+    let (key, names, urls) = (input::key(), input::names(settings), input::urls(settings));
+    let at = input::playlist_at(settings, &urls);
+    let _ = invariants::check_rewrite(text, &at, &input::issue(settings, &key, &names));
 });

@@ -68,12 +68,32 @@ pub const PLAYLIST_PATHS: [&str; 8] = [
     "/demo/100%2541%20dir/x%3Fy%23z.m3u8",
     "/demo/%C3%A9t%C3%A9/p.m3u8",
     "/demo",
-    "/s/index.m3u8",
+    "/s//a//index.m3u8",
 ];
 
-/// Names and binding as for the token target; the playlist URL from bits 4-6.
-pub fn playlist_at(settings: u16, public_hosts: &[String]) -> PlaylistAt<'_> {
-    PlaylistAt { raw_path: PLAYLIST_PATHS[bits(settings, 4, 3)], public_hosts }
+/// What a stream's config says about URLs: public hosts, and (bit 9) an HTTP origin.
+pub struct Urls {
+    pub public_hosts: Vec<String>,
+    pub origin_bases: Vec<String>,
+}
+
+pub fn urls(settings: u16) -> Urls {
+    let origin_bases = if bits(settings, 9, 1) == 1 { vec![ORIGIN.to_owned()] } else { Vec::new() };
+    Urls { public_hosts: public_hosts(), origin_bases }
+}
+
+/// The HTTP origin of the stream when the settings give it one.
+pub const ORIGIN: &str = "http://packager:8081/live/";
+
+/// The playlist request: its URL from bits 4-6; with bit 9, a query for `QUERYPARAM` too.
+pub fn playlist_at(settings: u16, urls: &Urls) -> PlaylistAt<'_> {
+    let query = if bits(settings, 9, 1) == 1 { "base=720p%2Fx&v=%7B%24v%7D+1&md5=x" } else { "" };
+    PlaylistAt {
+        raw_path: PLAYLIST_PATHS[bits(settings, 4, 3)],
+        query,
+        origin_bases: &urls.origin_bases,
+        public_hosts: &urls.public_hosts,
+    }
 }
 
 /// The config's `public_hosts`: absolute URLs naming these are signed.
@@ -86,7 +106,7 @@ pub fn public_hosts() -> Vec<String> {
 pub fn issue<'a>(settings: u16, key: &'a Key, names: &'a ParamNames) -> Issue<'a> {
     let segment_ttl = [SegmentTtl::Auto, SegmentTtl::Seconds(1), SegmentTtl::Seconds(6), SegmentTtl::Auto]
         [bits(settings, 7, 2)];
-    Issue { key, ip: ip(settings), names, now: 1_700_000_000, session_ttl: 14_400, segment_ttl }
+    Issue { key, ip: ip(settings), names, now: 1_700_000_000, session_ttl: 14_400, segment_ttl, sticky: None }
 }
 
 /// Socket peers: inside and outside the trusted networks, IPv4-mapped, IPv6.

@@ -2,8 +2,9 @@
 //! targets and `tests/properties.rs` (which includes this file by path) run these same checks;
 //! each `check_*` panics with the offending values when an invariant breaks.
 //!
-//! The rewriter is checked against an independent reading of the playlist: its own URI finder,
-//! RFC 3986 resolution as a player does it, and `token::sign` — never the rewriter's helpers.
+//! The rewriter is checked against an independent reading of the playlist: its own URI finder
+//! and variable substitution, RFC 3986 resolution as a browser does it, the server's own path
+//! and query parsing, and `token::sign`; never the rewriter's helpers.
 
 use std::net::IpAddr;
 
@@ -127,17 +128,18 @@ fn decoded_name(pair: &str) -> Vec<u8> {
 const RESEND: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'?');
 
 /// `request_path::parse` never panics and accepts exactly the paths the README's rules allow;
-/// an accepted path is clean, splits into stream and file that recombine, and reads the same
-/// when sent again.
+/// an accepted path is decoded with its slashes merged (as nginx hashes `$uri`), is clean,
+/// splits into stream and file that recombine, and reads the same when sent again.
 pub fn check_request_path(raw: &str) {
     let parsed = request_path::parse(raw);
     assert_eq!(parsed.is_ok(), acceptable_path(raw), "{raw:?} gave {parsed:?}");
     let Ok(path) = parsed else { return };
     let decoded = path.as_str();
-    assert_eq!(Ok(decoded), percent_decode_str(raw).decode_utf8().as_deref(), "{raw:?}");
+    let expected = percent_decode_str(raw).decode_utf8().map(|d| merge_slashes(&d));
+    assert_eq!(Ok(decoded), expected.as_deref(), "{raw:?}");
     assert!(decoded.starts_with('/'), "{decoded:?}");
     assert!(!decoded.chars().any(|c| c.is_control() || c == '\\'), "{decoded:?}");
-    assert!(clean_segments(decoded), "{decoded:?}");
+    assert!(!decoded.contains("//") && !has_dot_segment(decoded), "{decoded:?}");
     let (stream, file) = (path.stream(), path.file());
     assert!(!stream.contains('/') && !file.starts_with('/'), "{stream:?} {file:?}");
     let recombined = if file.is_empty() {
@@ -154,23 +156,25 @@ pub fn check_request_path(raw: &str) {
 }
 
 /// The README's path rules, restated: absolute; no encoded `/` or `\`; UTF-8 once decoded; no
-/// control character or backslash; no `.`, `..` or empty segment (a trailing `/` is allowed).
+/// control character or backslash; no `.` or `..` segment once slashes are merged.
 fn acceptable_path(raw: &str) -> bool {
     let lower = raw.to_ascii_lowercase();
     if !raw.starts_with('/') || lower.contains("%2f") || lower.contains("%5c") {
         return false;
     }
     let Ok(decoded) = percent_decode_str(raw).decode_utf8() else { return false };
-    !decoded.chars().any(|c| c.is_control() || c == '\\') && clean_segments(&decoded)
+    !decoded.chars().any(|c| c.is_control() || c == '\\') && !has_dot_segment(&merge_slashes(&decoded))
 }
 
-fn clean_segments(decoded: &str) -> bool {
-    if decoded == "/" {
-        return true;
+/// Runs of `/` as one (nginx's `merge_slashes`).
+fn merge_slashes(path: &str) -> String {
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c != '/' || !merged.ends_with('/') {
+            merged.push(c);
+        }
     }
-    let inner = &decoded[1..];
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    inner.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
+    merged
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,11 +269,16 @@ fn with_element_in_front(headers: &HeaderMap, header: ForwardedHeader, element: 
 // Playlist rewrite
 // ---------------------------------------------------------------------------------------------
 
-/// Where a playlist is requested: the path as the player sent it, and the hosts the config
-/// lets absolute URLs name.
+/// Where a playlist is requested and what the stream's config says about URLs.
 #[derive(Debug, Clone, Copy)]
 pub struct PlaylistAt<'a> {
+    /// The path as the player sent it (percent-encoded, slashes unmerged).
     pub raw_path: &'a str,
+    /// The playlist request's raw query (read by `EXT-X-DEFINE:QUERYPARAM`).
+    pub query: &'a str,
+    /// The stream's HTTP origins: absolute URIs under one are moved onto the stream's path.
+    pub origin_bases: &'a [String],
+    /// The authorities absolute URLs may name to be signed.
     pub public_hosts: &'a [String],
 }
 
@@ -282,30 +291,44 @@ pub struct Rewritten {
 
 /// `playlist::rewrite` never panics, and a playlist it rewrites:
 ///
-/// (a) keeps every byte outside its URIs; a changed URI is the original, less any token
-///     parameters (and empty `?`) of its own, plus one token pair before its fragment;
-/// (b) carries tokens that verify: `token::sign` over the path a player requests (RFC 3986
-///     resolution against the playlist's URL, then percent-decoding) gives each token, and
-///     the server's own path and query parsing accept the request;
-/// (c) signs files inside the playlist's stream only: never a directory, another stream,
-///     another host or scheme, a dot segment;
-/// (d) signs every URI that names such a file (else the player gets a 403).
+/// (a) keeps every byte outside its URIs; a changed URI is the original (moved onto the stream's
+///     path when it named an origin), less its own token parameters and an empty `?`, plus one
+///     token pair before its fragment;
+/// (b) carries tokens that verify: after the player's variable substitution and RFC 3986
+///     resolution against the playlist's URL (with a browser's `\\` and `%2e` habits), the
+///     server's own path and query parsing accept the request, and the token is
+///     `token::sign` over that path with the expiry the playlist's class gets;
+/// (c) signs files of the playlist's stream only: never another stream, host or scheme, nor a
+///     directory, except the directory directly holding a file whose name uses a variable
+///     hlsgate cannot know (`IMPORT`), which is the one place a directory token is issued;
+/// (d) signs every URI without variables that names a file of the stream (else a 403).
 ///
 /// The raw path must be one `request_path::parse` accepts.
 pub fn check_rewrite(text: &[u8], at: &PlaylistAt, issue: &Issue) -> Result<Rewritten, PlaylistError> {
     let path = request_path::parse(at.raw_path).expect("a playlist path the server accepts");
-    let location = Location { path: path.as_str(), public_hosts: at.public_hosts };
+    let location = Location {
+        path: at.raw_path,
+        query: at.query,
+        origin_bases: at.origin_bases,
+        public_hosts: at.public_hosts,
+    };
     let out = playlist::rewrite(text, &location, issue)?;
     let input = std::str::from_utf8(text).expect("rewritten, so UTF-8");
     let shape = playlist::vet(text).expect("rewritten, so it passes vetting");
-    let reader = Reader { at, stream: path.stream(), issue, expires: issued_expiry(shape, issue) };
+    let mut reader = Reader {
+        at,
+        stream: path.stream(),
+        issue,
+        expires: issued_expiry(shape, issue),
+        variables: Vec::new(),
+        rewritten: Rewritten::default(),
+    };
     let mut in_lines = input.split_inclusive('\n');
     let mut out_lines = out.split_inclusive('\n');
-    let mut rewritten = Rewritten::default();
     loop {
         match (in_lines.next(), out_lines.next()) {
-            (Some(before), Some(after)) => reader.compare_line(before, after, &mut rewritten),
-            (None, None) => return Ok(rewritten),
+            (Some(before), Some(after)) => reader.compare_line(before, after),
+            (None, None) => return Ok(reader.rewritten),
             (before, after) => panic!("line counts differ: {before:?} against {after:?}"),
         }
     }
@@ -321,20 +344,24 @@ fn issued_expiry(shape: Shape, issue: &Issue) -> u64 {
     token::issue_expiry(issue.now, ttl, token::default_step(ttl))
 }
 
-/// Reads one playlist's rewrite against its original.
+/// Reads one playlist's rewrite against its original, top to bottom as a player does.
 struct Reader<'a> {
     at: &'a PlaylistAt<'a>,
     stream: &'a str,
     issue: &'a Issue<'a>,
     expires: u64,
+    /// `EXT-X-DEFINE`s so far: name, and value when hlsgate can know it.
+    variables: Vec<(String, Option<String>)>,
+    rewritten: Rewritten,
 }
 
 impl Reader<'_> {
     /// (a) line by line: same ending, same bytes between URIs, each URI kept or signed.
-    fn compare_line(&self, before: &str, after: &str, rewritten: &mut Rewritten) {
+    fn compare_line(&mut self, before: &str, after: &str) {
         let (content, ending) = split_ending(before);
         let (new_content, new_ending) = split_ending(after);
         assert_eq!(ending, new_ending, "line ending of {before:?}");
+        self.learn_variables(content);
         let spans = uri_spans(content);
         let (mut old_at, mut new_at) = (0, 0);
         for (index, span) in spans.iter().enumerate() {
@@ -343,14 +370,14 @@ impl Reader<'_> {
             assert!(rest.starts_with(between), "bytes before a URI changed: {before:?} -> {after:?}");
             new_at += between.len();
             let last = index + 1 == spans.len();
-            let end = self.uri_end(new_content, new_at, content.len() - span.end, span.quoted, last, after);
+            let end = uri_end(new_content, new_at, content.len() - span.end, span.quoted, last, after);
             let (uri, new_uri) = (&content[span.start..span.end], &new_content[new_at..end]);
             if uri == new_uri {
                 self.check_unsigned(uri);
-                rewritten.unsigned += 1;
+                self.rewritten.unsigned += 1;
             } else {
                 self.check_signed(uri, new_uri);
-                rewritten.signed += 1;
+                self.rewritten.signed += 1;
             }
             (old_at, new_at) = (span.end, end);
         }
@@ -361,88 +388,188 @@ impl Reader<'_> {
         );
     }
 
-    /// Where a URI ends in the rewritten line: the last one is followed by exactly the bytes
-    /// that followed it before; a quoted one ends at its quote; an unquoted one at its comma.
-    fn uri_end(&self, line: &str, from: usize, tail: usize, quoted: bool, last: bool, after: &str) -> usize {
-        let end = if last {
-            line.len().checked_sub(tail)
-        } else {
-            let stop = if quoted { '"' } else { ',' };
-            line.get(from..).and_then(|rest| rest.find(stop)).map(|i| from + i)
-        };
-        end.filter(|&end| end >= from && line.is_char_boundary(end))
-            .unwrap_or_else(|| panic!("cannot find the URI's end in {after:?}"))
+    /// RFC 8216bis §4.4.2.3: `NAME`+`VALUE`, `QUERYPARAM` (from the playlist's own query, as
+    /// `URLSearchParams` reads it), `IMPORT` (from a master this rewrite never sees: unknown).
+    fn learn_variables(&mut self, content: &str) {
+        let body = content.trim_matches([' ', '\t']);
+        let Some(list) = body.strip_prefix("#EXT-X-DEFINE:") else { return };
+        let pairs =
+            attribute_values(list).unwrap_or_else(|| panic!("rewritten, but {content:?} does not read"));
+        let value_of =
+            |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, span)| &list[span.start..span.end]);
+        let definition =
+            match (value_of("NAME"), value_of("VALUE"), value_of("QUERYPARAM"), value_of("IMPORT")) {
+                (Some(name), Some(value), _, _) => Some((name, Some(value.to_owned()))),
+                (_, _, Some(name), _) => Some((name, query_parameter(self.at.query, name))),
+                (_, _, _, Some(name)) => Some((name, None)),
+                _ => None,
+            };
+        if let Some((name, value)) = definition {
+            self.variables.retain(|(known, _)| known != name);
+            self.variables.push((name.to_owned(), value));
+        }
+    }
+
+    /// `text` as a player reads it: every `{$name}` of a variable with a known value replaced.
+    fn substitute(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some((before, name, after)) = next_reference(rest) {
+            out.push_str(before);
+            match self.variables.iter().find(|(known, _)| known == name).and_then(|(_, v)| v.as_deref()) {
+                Some(value) => out.push_str(value),
+                None => out.push_str(&rest[before.len()..rest.len() - after.len()]),
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        out
     }
 
     /// (a), (b) and (c) for one URI that got a token.
     fn check_signed(&self, uri: &str, new_uri: &str) {
         let names = self.issue.names;
         let signed = SignedUri::read(new_uri, names).unwrap_or_else(|| panic!("{uri:?} became {new_uri:?}"));
-        let (fragment, old_fragment) = (split_fragment(new_uri).1, split_fragment(uri).1);
-        assert_eq!(fragment, old_fragment, "{uri:?} -> {new_uri:?}: fragment");
-        assert_eq!(
-            signed.kept,
-            without_token_parameters(split_fragment(uri).0, names),
-            "{uri:?} -> {new_uri:?}"
-        );
+        assert_eq!(split_fragment(new_uri).1, split_fragment(uri).1, "{uri:?} -> {new_uri:?}: fragment");
         assert_eq!(signed.expires, self.expires, "{new_uri:?}: expiry");
-        let head = split_query(split_fragment(uri).0).0;
-        let raw = resolve(self.at.raw_path, head, self.at.public_hosts)
-            .unwrap_or_else(|| panic!("{uri:?} signed, but names no path on a public host"));
-        let decoded = percent_decode_str(&raw)
-            .decode_utf8()
-            .unwrap_or_else(|_| panic!("{uri:?} signed, but {raw:?} is not UTF-8 decoded"));
-        // (c): a file inside this stream.
-        assert!(!decoded.ends_with('/'), "{uri:?} signed for the directory {decoded:?}");
-        assert!(!has_dot_segment(&decoded), "{uri:?} signed for {decoded:?}");
-        assert_eq!(
-            first_segment(&decoded),
-            self.stream,
-            "{uri:?} signed for {decoded:?}, outside the stream"
-        );
-        // (b): the token is over that path.
-        let expected = token::sign(signed.expires, &decoded, self.issue.ip, self.issue.key);
-        assert_eq!(signed.token, expected, "{uri:?} -> {new_uri:?}: token not over {decoded:?}");
-        self.check_request(&raw, &decoded, signed.query, new_uri);
+        let original = split_fragment(uri).0;
+        let head = split_query(original).0;
+        let variables = has_reference(uri);
+        let moved = if variables { None } else { self.on_hlsgate(head) };
+        let expected =
+            without_token_parameters(moved.as_deref().unwrap_or(head), split_query(original).1, names);
+        // With variables the separator depends on what the player's substitution makes of
+        // the text before it, so it may also be nothing (a value ending in `?` or `&`).
+        let kept_ok = if variables {
+            let before_token = &new_uri[..signed.kept.len() + signed.separator.len()];
+            before_token.strip_prefix(expected.as_str()).is_some_and(|sep| matches!(sep, "" | "?" | "&"))
+        } else {
+            signed.kept == expected && !signed.separator.is_empty()
+        };
+        assert!(kept_ok, "{uri:?} -> {new_uri:?}: kept {:?}, expected {expected:?}", signed.kept);
+        self.check_request(uri, new_uri, &signed);
     }
 
-    /// (b) end to end: the request the player sends passes the server's path and token checks.
-    fn check_request(&self, raw: &str, decoded: &str, query: &str, new_uri: &str) {
-        // A path the server refuses (400: control character, backslash…) opens nothing; that
-        // is the path rules' business, not the rewriter's.
-        let Ok(path) = request_path::parse(raw) else { return };
-        assert_eq!(path.as_str(), decoded);
-        let presented = token::parse_query(query, self.issue.names)
-            .unwrap_or_else(|denial| panic!("{new_uri:?}: the server reads its query as {denial}"));
+    /// (b) and (c): the request the player sends for the signed URI.
+    fn check_request(&self, uri: &str, new_uri: &str, signed: &SignedUri) {
+        let sent = self.substitute(new_uri);
+        let (head, query) = split_query(split_fragment(&sent).0);
+        let query = query.unwrap_or_else(|| panic!("{new_uri:?} is sent as {sent:?}, without a query"));
+        let presented = token::parse_query(query, self.issue.names).unwrap_or_else(|denial| {
+            panic!("{new_uri:?} is sent as {sent:?}, whose query reads as {denial}")
+        });
+        let (hashed, requested) = if has_reference(head) {
+            // A file name the player fills in from a variable we cannot know: the token is for
+            // the directory directly holding it, and opens any file there.
+            let slash = head.rfind('/');
+            let directory = slash.map_or("./", |slash| &head[..=slash]);
+            assert!(
+                !has_reference(directory),
+                "{uri:?} signed with an unknown variable outside its file name"
+            );
+            let path = self
+                .requested(directory)
+                .unwrap_or_else(|| panic!("{uri:?} signed, but its directory is not ours"));
+            assert!(path.ends_with('/'), "{uri:?}: {path:?}");
+            (path.clone(), format!("{path}x"))
+        } else {
+            let path = self
+                .requested(head)
+                .unwrap_or_else(|| panic!("{uri:?} signed, but {sent:?} names no file of ours"));
+            assert!(!path.ends_with('/'), "{uri:?} signed for the directory {path:?}");
+            (path.clone(), path)
+        };
+        assert_eq!(first_segment(&hashed), self.stream, "{uri:?} signed for {hashed:?}, outside the stream");
+        let expected = token::sign(signed.expires, &hashed, self.issue.ip, self.issue.key);
+        assert_eq!(signed.token, expected, "{uri:?} -> {new_uri:?}: token not over {hashed:?}");
         let keys = [self.issue.key.clone()];
         let ips = [self.issue.ip];
-        let accept = Accept { paths: &token::covering_paths(decoded), ips: &ips, keys: &keys, skew: 0 };
-        assert_eq!(
-            token::check(&presented, &accept, self.issue.now),
-            Ok(Valid { expires: self.expires }),
-            "{new_uri:?}"
-        );
+        let accept = Accept { paths: &token::covering_paths(&requested), ips: &ips, keys: &keys, skew: 0 };
+        let checked = token::check(&presented, &accept, self.issue.now);
+        assert_eq!(checked, Ok(Valid { expires: self.expires }), "{new_uri:?} sent as {sent:?}");
+    }
+
+    /// The path the server reads from the request a player sends for `head` (a reference
+    /// without query or fragment): resolved against the playlist's URL, then as
+    /// `request_path::parse` reads a request. None when that is not a request to us, or one
+    /// the server refuses (400).
+    fn requested(&self, head: &str) -> Option<String> {
+        let raw = resolve(self.at.raw_path, head, self.at.public_hosts)?;
+        request_path::parse(&raw).ok().map(|path| path.as_str().to_owned())
     }
 
     /// (d): a URI left as it was names nothing this stream serves.
     fn check_unsigned(&self, uri: &str) {
-        if uri.is_empty() || uri.contains(&format!("{}=", self.issue.names.token)) {
-            // Empty: nothing to fetch. With a token already: it may be one identical to ours.
+        let token_pair = format!("{}=", self.issue.names.token);
+        if uri.is_empty() || has_reference(uri) || uri.contains(&token_pair) {
+            // Nothing to fetch; the player's to fill in; or maybe a token identical to ours.
             return;
         }
         let head = split_query(split_fragment(uri).0).0;
-        let Some(raw) = resolve(self.at.raw_path, head, self.at.public_hosts) else { return };
-        let Ok(decoded) = percent_decode_str(&raw).decode_utf8() else { return };
-        let file_here =
-            !decoded.ends_with('/') && !has_dot_segment(&decoded) && first_segment(&decoded) == self.stream;
-        assert!(!file_here, "{uri:?} names {decoded:?} in the stream but got no token");
+        let head = self.on_hlsgate(head).unwrap_or_else(|| head.to_owned());
+        let Some(path) = self.requested(&head) else { return };
+        let file_here = !path.ends_with('/') && first_segment(&path) == self.stream;
+        assert!(!file_here, "{uri:?} names {path:?} in the stream but got no token");
     }
+
+    /// An absolute URL under one of the stream's origins, as hlsgate serves it.
+    fn on_hlsgate(&self, head: &str) -> Option<String> {
+        self.at.origin_bases.iter().find_map(|base| {
+            let authority_end = base.find("://")? + 3;
+            let path_start = authority_end + base[authority_end..].find('/')?;
+            let origin =
+                head.get(..path_start).filter(|origin| origin.eq_ignore_ascii_case(&base[..path_start]))?;
+            let rest = head[origin.len()..].strip_prefix(&base[path_start..])?;
+            Some(format!("/{}/{rest}", self.stream))
+        })
+    }
+}
+
+/// The value of the first `name` parameter of a query, as `URLSearchParams` decodes it.
+fn query_parameter(query: &str, name: &str) -> Option<String> {
+    let decode = |text: &str| percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned();
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(key) == name).then(|| decode(value))
+    })
+}
+
+/// The first `{$name}` reference (name: letters, digits, `-`, `_`): text before, name, after.
+fn next_reference(text: &str) -> Option<(&str, &str, &str)> {
+    let mut from = 0;
+    while let Some(start) = text[from..].find("{$").map(|i| from + i) {
+        let rest = &text[start + 2..];
+        let len =
+            rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')).unwrap_or(rest.len());
+        if len > 0 && rest[len..].starts_with('}') {
+            return Some((&text[..start], &rest[..len], &rest[len + 1..]));
+        }
+        from = start + 2;
+    }
+    None
+}
+
+fn has_reference(text: &str) -> bool {
+    next_reference(text).is_some()
 }
 
 /// A line's content and its line ending (`\n`, `\r\n`, or none on a last line).
 fn split_ending(line: &str) -> (&str, &str) {
     let content = line.trim_end_matches(['\r', '\n']);
     (content, &line[content.len()..])
+}
+
+/// Where a URI ends in the rewritten line: the last one is followed by exactly the bytes that
+/// followed it before; a quoted one ends at its quote; an unquoted one at its comma.
+fn uri_end(line: &str, from: usize, tail: usize, quoted: bool, last: bool, after: &str) -> usize {
+    let end = if last {
+        line.len().checked_sub(tail)
+    } else {
+        let stop = if quoted { '"' } else { ',' };
+        line.get(from..).and_then(|rest| rest.find(stop)).map(|i| from + i)
+    };
+    end.filter(|&end| end >= from && line.is_char_boundary(end))
+        .unwrap_or_else(|| panic!("cannot find the URI's end in {after:?}"))
 }
 
 /// Where a URI sits in a line's content.
@@ -453,38 +580,41 @@ struct Span {
     quoted: bool,
 }
 
-/// The tags whose attribute (URI, or SERVER-URI for steering) a player fetches. Not
-/// EXT-X-RENDITION-REPORT: a player only matches that URI against the ones it has.
-const URI_TAGS: [(&str, &str); 9] = [
-    ("#EXT-X-KEY", "URI"),
-    ("#EXT-X-MAP", "URI"),
-    ("#EXT-X-MEDIA", "URI"),
-    ("#EXT-X-I-FRAME-STREAM-INF", "URI"),
-    ("#EXT-X-SESSION-KEY", "URI"),
-    ("#EXT-X-SESSION-DATA", "URI"),
-    ("#EXT-X-PART", "URI"),
-    ("#EXT-X-PRELOAD-HINT", "URI"),
-    ("#EXT-X-CONTENT-STEERING", "SERVER-URI"),
+/// The tags whose attributes a player fetches. Not EXT-X-RENDITION-REPORT: a player only
+/// matches that URI against the ones it has.
+const URI_TAGS: [(&str, &[&str]); 11] = [
+    ("#EXT-X-KEY", &["URI"]),
+    ("#EXT-X-MAP", &["URI"]),
+    ("#EXT-X-MEDIA", &["URI"]),
+    ("#EXT-X-I-FRAME-STREAM-INF", &["URI"]),
+    ("#EXT-X-IMAGE-STREAM-INF", &["URI"]),
+    ("#EXT-X-SESSION-KEY", &["URI"]),
+    ("#EXT-X-SESSION-DATA", &["URI"]),
+    ("#EXT-X-PART", &["URI"]),
+    ("#EXT-X-PRELOAD-HINT", &["URI"]),
+    ("#EXT-X-CONTENT-STEERING", &["SERVER-URI"]),
+    ("#EXT-X-DATERANGE", &["X-ASSET-URI", "X-ASSET-LIST"]),
 ];
 
-/// The URIs of one line: the line itself (blanks around it aside) when it is not a tag or a
-/// comment, else the URI attributes of a URI-carrying tag.
+/// The URIs of one line. Blanks around a line are not HLS but players read through them: the
+/// line without them is a URI when it is not a tag or comment, else the URI attributes of a
+/// URI-carrying tag are.
 fn uri_spans(content: &str) -> Vec<Span> {
     let body = content.trim_matches([' ', '\t']);
+    let lead = content.len() - content.trim_start_matches([' ', '\t']).len();
     if body.is_empty() {
         return Vec::new();
     }
     if !body.starts_with('#') {
-        let start = content.len() - content.trim_start_matches([' ', '\t']).len();
-        return vec![Span { start, end: start + body.len(), quoted: false }];
+        return vec![Span { start: lead, end: lead + body.len(), quoted: false }];
     }
-    let Some((tag, list)) = content.split_once(':') else { return Vec::new() };
+    let Some((tag, list)) = body.split_once(':') else { return Vec::new() };
     let Some(&(_, wanted)) = URI_TAGS.iter().find(|(name, _)| *name == tag) else { return Vec::new() };
-    let offset = tag.len() + 1;
+    let offset = lead + tag.len() + 1;
     attribute_values(list)
         .unwrap_or_else(|| panic!("rewritten, but {content:?} has an attribute list that does not read"))
         .into_iter()
-        .filter(|(name, _)| *name == wanted)
+        .filter(|(name, _)| wanted.contains(name))
         .map(|(_, span)| Span { start: span.start + offset, end: span.end + offset, quoted: span.quoted })
         .collect()
 }
@@ -522,13 +652,13 @@ fn skip_blanks(text: &str, from: usize) -> usize {
     from + text[from..].len() - text[from..].trim_start_matches([' ', '\t']).len()
 }
 
-/// A URI the rewriter signed, read back from its end: `kept` then `?` or `&`, the token
-/// pair, and the fragment.
+/// A URI the rewriter signed, read back from its end: `kept` then `?` or `&` (or nothing), the
+/// token pair, and the fragment.
 struct SignedUri<'a> {
-    /// Everything before the separator of the token pair.
+    /// Everything before the token pair and its separator.
     kept: &'a str,
-    /// The whole query, as the server will read it.
-    query: &'a str,
+    /// `?`, `&`, or nothing (only after a variable whose value ends the way a separator does).
+    separator: &'a str,
     token: &'a str,
     expires: u64,
 }
@@ -541,20 +671,22 @@ impl<'a> SignedUri<'a> {
         let (rest, token) = rest.split_at_checked(rest.len().checked_sub(TOKEN_LEN)?)?;
         let token_chars = token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         let rest = rest.strip_suffix(&format!("{}=", names.token)).filter(|_| token_chars)?;
-        let kept = rest.strip_suffix('?').or_else(|| rest.strip_suffix('&'))?;
         // `?` exactly when nothing else is left of the query.
-        if rest.ends_with('?') == kept.contains('?') {
-            return None;
-        }
-        let query = split_query(before_fragment).1?;
-        Some(SignedUri { kept, query, token, expires })
+        let (kept, separator) = match rest.strip_suffix('?') {
+            Some(kept) if !kept.contains('?') => (kept, "?"),
+            Some(_) => return None,
+            None => match rest.strip_suffix('&').filter(|kept| kept.contains('?')) {
+                Some(kept) => (kept, "&"),
+                None => (rest, ""),
+            },
+        };
+        Some(SignedUri { kept, separator, token, expires })
     }
 }
 
-/// What a signed URI keeps of the original before its fragment: the head, and the query's
+/// What a signed URI keeps of the original before its fragment: its head, and the query's
 /// pairs other than token parameters, if any are left.
-fn without_token_parameters(uri: &str, names: &ParamNames) -> String {
-    let (head, query) = split_query(uri);
+fn without_token_parameters(head: &str, query: Option<&str>, names: &ParamNames) -> String {
     let kept: Vec<&str> = query
         .filter(|query| !query.is_empty())
         .into_iter()
@@ -584,21 +716,28 @@ fn split_query(uri: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The raw absolute path a player requests for a reference (without query or fragment) in a
-/// playlist at `base`, or None when it is not on one of the public hosts over http(s).
+/// The raw absolute path a browser requests for a reference (without query or fragment) in a
+/// playlist at `base`, or None when it does not go to one of the public hosts over http(s).
+/// RFC 3986 §5, with the WHATWG URL parser's habits for http(s): `\` is `/`, and `%2e` in a
+/// dot segment is `.`.
 fn resolve(base: &str, head: &str, public_hosts: &[String]) -> Option<String> {
-    if let Some((scheme, rest)) = scheme_of(head) {
+    let head = head.replace('\\', "/");
+    if let Some((scheme, rest)) = scheme_of(&head) {
         let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-        return if web { path_on_public_host(rest.strip_prefix("//")?, public_hosts) } else { None };
+        return if web {
+            path_on_public_host(rest.strip_prefix("//")?, Some(scheme), public_hosts)
+        } else {
+            None
+        };
     }
     if let Some(network) = head.strip_prefix("//") {
-        return path_on_public_host(network, public_hosts);
+        return path_on_public_host(network, None, public_hosts);
     }
     if head.is_empty() {
-        return Some(base.to_owned());
+        return Some(remove_dot_segments(base));
     }
     if head.starts_with('/') {
-        return Some(remove_dot_segments(head));
+        return Some(remove_dot_segments(&head));
     }
     let directory = &base[..=base.rfind('/')?];
     Some(remove_dot_segments(&format!("{directory}{head}")))
@@ -614,15 +753,40 @@ fn scheme_of(head: &str) -> Option<(&str, &str)> {
         .then(|| (scheme, &head[colon + 1..]))
 }
 
-fn path_on_public_host(network: &str, public_hosts: &[String]) -> Option<String> {
+/// The path of `authority/path` when the authority is a public host: host without regard to
+/// case, a missing port meaning the scheme's default.
+fn path_on_public_host(network: &str, scheme: Option<&str>, public_hosts: &[String]) -> Option<String> {
     let (authority, path) = network.find('/').map_or((network, "/"), |slash| network.split_at(slash));
-    let public = public_hosts.iter().any(|host| host.eq_ignore_ascii_case(authority));
-    public.then(|| remove_dot_segments(path))
+    let default = match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => Some("80"),
+        Some("https") => Some("443"),
+        _ => None,
+    };
+    let host_port = |authority: &'_ str| -> (String, Option<String>) {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+                (host.to_ascii_lowercase(), Some(port.to_owned()).or(default.map(str::to_owned)))
+            }
+            _ => (authority.to_ascii_lowercase(), default.map(str::to_owned)),
+        }
+    };
+    let ours = host_port(authority);
+    public_hosts.iter().any(|host| host_port(host) == ours).then(|| remove_dot_segments(path))
 }
 
-/// RFC 3986 §5.2.4, step by step as the RFC writes it (input buffer to output buffer).
+/// RFC 3986 §5.2.4, step by step as the RFC writes it (input buffer to output buffer), after
+/// reading `%2e` in a segment of dots as `.` as a browser does.
 fn remove_dot_segments(path: &str) -> String {
-    let mut input = path;
+    let dotted: Vec<&str> = path
+        .split('/')
+        .map(|segment| match segment.to_ascii_lowercase().as_str() {
+            "%2e" => ".",
+            ".%2e" | "%2e." | "%2e%2e" => "..",
+            _ => segment,
+        })
+        .collect();
+    let dotted = dotted.join("/");
+    let mut input = dotted.as_str();
     let mut output = String::with_capacity(path.len());
     while !input.is_empty() {
         if let Some(rest) = input.strip_prefix("../").or_else(|| input.strip_prefix("./")) {
