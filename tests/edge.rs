@@ -457,7 +457,7 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 ctx.set_alpn_protocols([alpn])
-raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+raw = socket.create_connection(("127.0.0.1", port), timeout=float(sys.argv[4]) if len(sys.argv) > 4 else 15)
 t0 = time.monotonic()
 try:
     s = ctx.wrap_socket(raw)
@@ -470,10 +470,10 @@ try:
         b = s.recv(65536)
         if not b:
             break
+except socket.timeout:  # before OSError: it is one
+    print(f"open after {time.monotonic() - t0:.2f} alpn={s.selected_alpn_protocol()}"); sys.exit(0)
 except (ConnectionResetError, ssl.SSLError, OSError):
     pass
-except socket.timeout:
-    print(f"open after {time.monotonic() - t0:.2f} alpn={s.selected_alpn_protocol()}"); sys.exit(0)
 print(f"closed after {time.monotonic() - t0:.2f} alpn={s.selected_alpn_protocol()}")
 "#;
 

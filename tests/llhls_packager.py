@@ -24,8 +24,10 @@ reader never sees half of one; a part or segment is on disk before the playlist 
 
 On stdout, one JSON line per event, flushed at once (the tests time the gate against these):
   {"event": "init", "t": …}
-  {"event": "playlist", "t": UNIX_SECONDS_AFTER_RENAME, "msn": LAST_COMPLETE_MSN_OR_-1,
-   "parts": PARTS_OF_THE_SEGMENT_IN_PROGRESS, "next_msn": …, "version": N}
+  {"event": "playlist", "t": UNIX_SECONDS_AFTER_RENAME, "before": UNIX_SECONDS_BEFORE_WRITING,
+   "msn": LAST_COMPLETE_MSN_OR_-1, "parts": PARTS_OF_THE_SEGMENT_IN_PROGRESS, "next_msn": …,
+   "version": N}
+(the rename happened between "before" and "t"; on a busy machine the gap can be milliseconds)
   {"event": "end", "t": …, "reason": "…"}
 Errors go to stderr. SIGTERM/SIGINT stop ffmpeg (by its PID) and exit 0; the playlist is left
 as it was (a packager that stopped), or gets EXT-X-ENDLIST with --endlist.
@@ -306,10 +308,12 @@ class Packager:
         return f'#EXT-X-PART:DURATION={duration:.5f},URI="{self.part_name(msn, k)}",INDEPENDENT=YES'
 
     def publish(self, endlist=False):
-        write_atomic(os.path.join(self.out, "index.m3u8"), self.playlist(endlist).encode())
+        text = self.playlist(endlist).encode()
+        before = time.time()
+        write_atomic(os.path.join(self.out, "index.m3u8"), text)
         self.version += 1
         last = self.segments[-1][0] if self.segments else -1
-        log("playlist", msn=last, parts=len(self.parts), next_msn=self.msn, version=self.version)
+        log("playlist", msn=last, parts=len(self.parts), next_msn=self.msn, version=self.version, before=round(before, 6))
 
 
 def ffmpeg_command(args):
