@@ -1028,9 +1028,12 @@ fn hlsjs_low_latency_plays_over_h2_and_stays_within_3s_of_live() {
     let ours: Vec<&(String, String)> = resources.iter().filter(|(name, _)| name.contains("/ll/")).collect();
     let blocking = ours.iter().filter(|(name, _)| name.contains("_HLS_msn=")).count();
     let parts = ours.iter().filter(|(name, _)| name.contains(".part")).count();
-    let not_h2: Vec<_> = ours.iter().filter(|(_, proto)| proto != "h2").collect();
+    // An aborted fetch (hls.js cancels a blocking reload it no longer needs) has no protocol.
+    let aborted = ours.iter().filter(|(_, proto)| proto.is_empty()).count();
+    let not_h2: Vec<_> = ours.iter().filter(|(_, proto)| !proto.is_empty() && proto != "h2").collect();
     eprintln!(
-        "hls.js fetched {} resources from the stream: {blocking} blocking playlist reloads, {parts} parts; not h2: {}",
+        "hls.js fetched {} resources from the stream: {blocking} blocking playlist reloads, {parts} parts, \
+         {aborted} aborted; not h2: {}",
         ours.len(),
         not_h2.len()
     );
@@ -1052,4 +1055,86 @@ fn hlsjs_low_latency_plays_over_h2_and_stays_within_3s_of_live() {
     );
     assert!(latency.len() >= 40, "{} latency samples", latency.len());
     assert!(lmax < 3.0, "hls.latency reached {lmax:.2} s: {latency:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Held requests and the rest of the server's life: hang-ups, SIGTERM
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn viewers_who_hang_up_release_their_held_requests() {
+    raise_nofile_limit();
+    let (server, _dir) = static_server("llhangup", &static_playlist(100, 4, 0, 4, true), "");
+    let pid = server.pid();
+    let addr = server.viewer_addr();
+    let baseline = proc_open_fds(pid).unwrap();
+    let hold_limit = Duration::from_secs(12); // 3 x TARGETDURATION:4
+    let (peak, released) = block_on(async {
+        let request = Request::get(addr, &entry("127.0.0.1", "_HLS_msn=104")).to_bytes();
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            use tokio::io::AsyncWriteExt;
+            let mut s = connect_from(addr, "127.0.0.1".parse().unwrap()).await.unwrap();
+            s.write_all(&request).await.unwrap();
+            streams.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let peak = proc_open_fds(pid).unwrap();
+        let hung_up = Instant::now();
+        drop(streams);
+        let deadline = hung_up + hold_limit + Duration::from_secs(3);
+        loop {
+            let open = proc_open_fds(pid).unwrap();
+            if open <= baseline + 2 {
+                return (peak, Some(hung_up.elapsed()));
+            }
+            if Instant::now() > deadline {
+                return (peak, None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    eprintln!("100 held requests whose viewers hung up: fds {baseline} -> {peak}, back to baseline after {released:?}");
+    assert!(peak >= baseline + 100, "the requests were not held: fds {baseline} -> {peak}");
+    let released = released.expect("the server still holds the hung-up requests after 3 target durations");
+    // Not in the issue: released at once or at the latest when the hold would have expired.
+    assert!(released <= hold_limit + Duration::from_secs(2), "released after {released:?}");
+    // And the server still holds and answers new ones.
+    let (resp, _) = block_on(blocking_get(&server, "127.0.0.1", "_HLS_msn=103", HTTP_TIMEOUT));
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
+fn sigterm_does_not_cut_a_held_request() {
+    let (server, _dir) =
+        static_server("llterm", &static_playlist(100, 4, 0, 2, true), "drain_timeout = 30\n");
+    let addr = server.viewer_addr();
+    let target = entry("127.0.0.1", "_HLS_msn=104");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let req = Request::get(addr, &target).timeout(Duration::from_secs(30));
+    let start = Instant::now();
+    let held = runtime.spawn(async move { http(&req).await });
+    std::thread::sleep(Duration::from_millis(800));
+    server.signal("TERM");
+    server.wait_for_log("shutting down", Duration::from_secs(5));
+    let answer = runtime.block_on(held).unwrap();
+    let took = start.elapsed();
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.exited() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 15 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "SIGTERM with a request held: it got {:?} after {took:.2?}; exit {status}",
+        answer.as_ref().map(|r| r.status)
+    );
+    // What the issue asks of the drain: what is in flight finishes with an answer, not a cut
+    // connection. For a held request that is its 200 or its 503 (or an answer at once).
+    let answer = answer.unwrap_or_else(|e| panic!("the held request was cut by SIGTERM: {e}"));
+    assert!(matches!(answer.status, 200 | 503), "{} {}", answer.status, answer.text());
+    assert!(status.success(), "exit {status}");
 }
