@@ -644,3 +644,34 @@ fn hlsjs_plays_the_signed_demo_over_https_with_h2_fetches() {
     assert!(segments >= 3, "{ours:?}");
     assert!(not_h2.is_empty(), "fetched without h2: {not_h2:?}");
 }
+
+#[test]
+fn a_stalled_h2c_preface_on_a_plain_port_is_closed_within_the_header_timeout() {
+    let timeout = 2.0;
+    let server = Server::start(&demo_config("header_read_timeout = 2\n"));
+    let addr = server.viewer_addr();
+    let limit = Duration::from_secs(15);
+    // The first bytes of the h2c preface, then nothing: neither an HTTP/1.1 head nor an h2
+    // connection yet, so the head's deadline is the only one there is.
+    let cases: [(&str, &[u8]); 4] = [
+        ("P", b"P"),
+        ("PRI * HTTP/2.0\\r\\n", b"PRI * HTTP/2.0\r\n"),
+        ("half an HTTP/1.1 head", b"GET /demo/master.m3u8 HTTP/1.1\r\nHost: x\r\n"),
+        ("nothing", b""),
+    ];
+    let results = block_on(futures_util::future::join_all(
+        cases.iter().map(|(_, bytes)| closed_after(addr, bytes, limit)),
+    ));
+    for ((what, _), after) in cases.iter().zip(&results) {
+        eprintln!("header_read_timeout = {timeout} s, plain port, {what}: closed after {after:?} s");
+    }
+    for ((what, _), after) in cases.iter().zip(results) {
+        let after = after.unwrap_or_else(|| {
+            panic!("{what}: still open after {limit:?} (header_read_timeout {timeout} s)")
+        });
+        assert!(
+            after <= timeout + 3.0,
+            "{what}: closed after {after:.2} s (header_read_timeout {timeout} s)"
+        );
+    }
+}
