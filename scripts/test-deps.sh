@@ -17,7 +17,8 @@ declare -A PKG_FOR=(
   [php]=php-cli            # Gcore's PHP signing example, as an independent signer
   [wrk]=wrk                # load tests
   [python3]=python3        # harness self-test runs python's http.server
-  [openssl]=openssl        # independent MD5 check of the token signer
+  [openssl]=openssl        # independent MD5 check of the token signer; test certificates
+  [curl]=curl              # HTTP/2 and TLS checks (Debian's curl speaks h2 through nghttp2)
   [node]=nodejs
   [npm]=npm
 )

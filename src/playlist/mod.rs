@@ -787,8 +787,10 @@ fileSequence267.mp4
         let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-DEFINE:NAME=\"q\",VALUE=\"x?y=1&\"\n#EXTINF:4,\n{$q}?\n";
         let out = rewrite_at(text, "/demo/index.m3u8", NOW);
         let line = out.lines().nth(4).unwrap();
-        assert!(line.starts_with("{$q}?&md5="), "{line}");
-        assert_tokens(&out, &[("/demo/x", Class::Segment(12))], NOW);
+        // The empty query goes, as it does without variables; the value's `&` joins ours.
+        assert!(line.starts_with("{$q}md5="), "{line}");
+        let as_sent = line.replace("{$q}", "x?y=1&");
+        assert_tokens(&as_sent, &[("/demo/x", Class::Segment(12))], NOW);
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl<'a> Signer<'a> {
         let start = out.len();
         out.push_str(written.head);
         // Old token parameters go, as without variables.
-        if let Some(query) = written.query {
+        // As without variables: old token parameters go, and an empty query with them.
+        if let Some(query) = written.query.filter(|query| !query.is_empty()) {
             let kept: Vec<&str> =
                 query.split('&').filter(|pair| !token::is_token_param(pair, self.issue.names)).collect();
             if !kept.is_empty() {
