@@ -5,8 +5,8 @@
 # and the ratios; then a summary in the form of the issue's table (benches/load/report.py).
 # benches/load/README.md explains every column and knob.
 #
-#   benches/load/run.sh                                          # everything: ~9 min after the build
-#   MODES=split CASES=1k,forged CONNS=64 benches/load/run.sh     # ~40 s
+#   benches/load/run.sh                                          # everything: ~7 min after the build
+#   MODES=split CASES=1k,forged CONNS=64 benches/load/run.sh     # ~50 s
 #
 # Knobs (environment):
 #   SECS (5)      measured seconds per case and server; a first argument sets it too (old usage)
@@ -94,6 +94,8 @@ stop_all() {
 }
 cleanup() {
   stop_all
+  # The servers' logs (both modes, appended) stay with the results.
+  [[ -d $OUT ]] && for f in "$work"/*.log; do [[ -e $f ]] && cp "$f" "$OUT/"; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -429,7 +431,7 @@ measure() {
 runs=0
 for case in "${cases[@]}"; do runs=$((runs + $(servers_for "$case" | wc -w))); done
 runs=$((runs * ${#modes[@]} * ${#conns_list[@]} * REPEAT))
-echo "$runs runs of ${WARMUP}+${SECS} s: about $(((runs * (SECS + WARMUP + 1) + 20 * ${#modes[@]} + 59) / 60)) min;" \
+echo "$runs runs of ${WARMUP}+${SECS} s: about $(((runs * (2 * (SECS + WARMUP) + 1) / 2 + 10 * ${#modes[@]} + 30) / 60)) min;" \
   "results in $OUT" >&2
 printf 'mode\tconns\tcase\tserver\trep\trequests\trps\tcpu_us_per_req\tp50_us\tp99_us\twall_s\tserver_cores\twrk_cores\tserver_waited\tother_cores\tirq_cores\tnon_ok\tsocket_errors\tbytes_per_resp\n' \
   >"$OUT/results.tsv"
