@@ -206,8 +206,15 @@ impl Origins {
     }
 
     async fn fetch_from_folder(&self, req: &Request<'_>) -> Result<Fetched, OriginError> {
-        let path = self.0.streams_dir.join(req.stream).join(req.file);
-        let key = path.to_string_lossy().into_owned();
+        // One string for the path and the cache key: a hit allocates nothing else.
+        let root = self.0.streams_dir.as_os_str().to_string_lossy();
+        let mut key = String::with_capacity(root.len() + req.stream.len() + req.file.len() + 2);
+        key.push_str(&root);
+        key.push('/');
+        key.push_str(req.stream);
+        key.push('/');
+        key.push_str(req.file);
+        let path = PathBuf::from(&key);
         let (meta, stamp) = match dir::stat(&path) {
             Ok(found) => found,
             Err(e) => {

@@ -1,6 +1,8 @@
 //! The viewer port's handler: accept → who is asking → the gate → the origin → rewrite if it
 //! is a playlist → answer. Also logs and counts each request once, whatever its outcome.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -123,7 +125,11 @@ async fn answer(
         return Err(Refusal::MethodNotAllowed);
     }
     let query = req.uri.query().unwrap_or("");
-    let forwarded = token::without_token_params(query, &admitted.policy.token_params);
+    // Only an HTTP origin is asked with the query: it goes without hlsgate's parameters.
+    let forwarded = match admitted.policy.origin {
+        Some(_) => Cow::Owned(token::without_token_params(query, &admitted.policy.token_params)),
+        None => Cow::Borrowed(query),
+    };
     let ask = origin::Request {
         stream: admitted.path.stream(),
         file: admitted.path.file(),
@@ -288,6 +294,8 @@ fn media_response(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    // Room for ours, CORS's and hyper's own at once, rather than growing the map three times.
+    headers.reserve(12);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media::content_type(admitted.path.file())));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
@@ -297,12 +305,28 @@ fn media_response(
     if let Some(range) = content_range {
         headers.insert(header::CONTENT_RANGE, range);
     }
-    if let Some(modified) = fetched.modified {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
-            headers.insert(header::LAST_MODIFIED, v);
-        }
+    if let Some(modified) = fetched.modified.and_then(last_modified) {
+        headers.insert(header::LAST_MODIFIED, modified);
     }
     Ok(response)
+}
+
+/// `Last-Modified` for a file's mtime, remembered per thread for the last second it was asked:
+/// every viewer of a live segment asks for the same one, and formatting a date is a tenth of a
+/// segment request.
+fn last_modified(modified: SystemTime) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let second = modified.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, value)) if *at == second => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok()?;
+            *last = Some((second, value.clone()));
+            Some(value)
+        }
+    })
 }
 
 /// The status and byte span a `Range` header asks of a file of `len` bytes.
