@@ -76,7 +76,8 @@ impl<'a> Variables<'a> {
 /// Whether `text` holds a variable reference, `{$name}` with a name of letters, digits, `-`
 /// and `_`.
 pub(super) fn has_reference(text: &str) -> bool {
-    next_reference(text).is_some()
+    // Nearly every URI has no `{` at all: one byte search decides.
+    memchr::memchr(b'{', text.as_bytes()).is_some() && next_reference(text).is_some()
 }
 
 /// The text before the first reference, the name, and the text after it.
