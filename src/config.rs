@@ -265,18 +265,15 @@ impl RawConfig {
         }
         let origin_connect_timeout = seconds("origin_connect_timeout", self.origin_connect_timeout)?;
         let origin_timeout = seconds("origin_timeout", self.origin_timeout)?;
-        for field in ["origin", "origin_headers"] {
-            let set = if field == "origin" {
-                self.defaults.origin.is_some()
-            } else {
-                self.defaults.origin_headers.is_some()
-            };
-            if set {
-                return Err(ConfigError::new(
-                    format!("defaults.{field}"),
-                    "an origin belongs to a stream: [streams.NAME] origin = ...",
-                ));
-            }
+        let misplaced = [
+            ("origin", self.defaults.origin.is_some()),
+            ("origin_headers", self.defaults.origin_headers.is_some()),
+        ];
+        if let Some((field, _)) = misplaced.into_iter().find(|(_, set)| *set) {
+            return Err(ConfigError::new(
+                format!("defaults.{field}"),
+                "an origin belongs to a stream: [streams.NAME] origin = ...",
+            ));
         }
         let trusted_proxies = self
             .trusted_proxies

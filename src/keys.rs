@@ -127,22 +127,12 @@ impl Bindings {
     /// The texts in the order they are tried (`None`: bound to no address), for
     /// [`token::Accept::ips`].
     pub fn texts(&self) -> ([Option<&str>; 3], usize) {
-        let mut texts = [None; 3];
-        let mut n = 0;
-        for text in [
-            Some(Some(self.exact.as_str())),
-            self.network.as_ref().map(|n| Some(n.as_str())),
-            self.ip_less.then_some(None),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Some(slot) = texts.get_mut(n) {
-                *slot = text;
-                n += 1;
-            }
+        match (&self.network, self.ip_less) {
+            (None, false) => ([Some(self.exact.as_str()), None, None], 1),
+            (None, true) => ([Some(self.exact.as_str()), None, None], 2),
+            (Some(network), false) => ([Some(self.exact.as_str()), Some(network.as_str()), None], 2),
+            (Some(network), true) => ([Some(self.exact.as_str()), Some(network.as_str()), None], 3),
         }
-        (texts, n)
     }
 }
 

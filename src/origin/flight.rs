@@ -6,6 +6,7 @@
 //! first byte before the origin has sent the last, and the file is held once, not once per
 //! viewer.
 
+use std::borrow::Borrow;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -110,15 +111,8 @@ impl Flight {
     /// its last chunk comes in.
     pub fn received_with(&self, last: &Bytes) -> Bytes {
         let state = self.lock();
-        if last.is_empty() {
-            return concat(&state.chunks);
-        }
-        let mut all =
-            BytesMut::with_capacity(state.chunks.iter().map(Bytes::len).sum::<usize>() + last.len());
-        for chunk in state.chunks.iter().chain([last]) {
-            all.extend_from_slice(chunk);
-        }
-        all.freeze()
+        let with_last: Vec<&Bytes> = state.chunks.iter().chain([last]).filter(|c| !c.is_empty()).collect();
+        concat(&with_last)
     }
 
     /// The body from its first byte, as it arrives. An origin that breaks off mid-body ends the
@@ -142,14 +136,15 @@ impl Flight {
     }
 }
 
-fn concat(chunks: &[Bytes]) -> Bytes {
+/// The chunks as one buffer; a single chunk is shared, not copied.
+fn concat<B: Borrow<Bytes>>(chunks: &[B]) -> Bytes {
     match chunks {
         [] => Bytes::new(),
-        [one] => one.clone(),
+        [one] => one.borrow().clone(),
         many => {
-            let mut all = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            let mut all = BytesMut::with_capacity(many.iter().map(|c| c.borrow().len()).sum());
             for chunk in many {
-                all.extend_from_slice(chunk);
+                all.extend_from_slice(chunk.borrow());
             }
             all.freeze()
         }
