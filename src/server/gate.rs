@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::error::Refusal;
-use crate::keys::{Generation, StreamPolicy};
+use crate::keys::StreamPolicy;
 use crate::request_path::StreamPath;
 use crate::token::{self, Accept, Denial, ParamNames};
 
@@ -17,15 +17,16 @@ pub struct Admitted {
     pub path: StreamPath,
 }
 
-/// Checks one request (its parsed path and raw query) against the generation of keys in force.
+/// Checks one request (its parsed path and raw query) against the policy of the stream it
+/// names in the generation in force (`None`: no such stream).
 pub fn admit(
+    policy: Option<&Arc<StreamPolicy>>,
     path: StreamPath,
     query: &str,
     client: IpAddr,
-    generation: &Generation,
     now: u64,
 ) -> Result<Admitted, Refusal> {
-    let Some(policy) = generation.streams.get(path.stream()) else {
+    let Some(policy) = policy else {
         return Err(Refusal::Token(unknown_stream(query)));
     };
     check_token(policy, &path, query, client, now)?;

@@ -6,7 +6,7 @@
 //! while a scanner repeating itself 100 000 times a second costs one line per window.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
@@ -22,6 +22,8 @@ pub struct RefusalLog {
     /// Milliseconds from `origin` at which the current window opened.
     window_start: AtomicU64,
     logged: DashSet<(IpAddr, &'static str)>,
+    /// `logged.len()`, kept apart: the set's own count read-locks every shard, on every refusal.
+    lines: AtomicUsize,
     suppressed: AtomicU64,
 }
 
@@ -50,6 +52,7 @@ impl RefusalLog {
             origin,
             window_start: AtomicU64::new(0),
             logged: DashSet::new(),
+            lines: AtomicUsize::new(0),
             suppressed: AtomicU64::new(0),
         }
     }
@@ -58,12 +61,14 @@ impl RefusalLog {
     /// one that closes it.
     pub fn admit(&self, client: IpAddr, reason: &'static str, now: Instant) -> (Verdict, Option<Closed>) {
         let closed = self.roll(now);
-        let verdict = if self.logged.len() < MAX_LINES && self.logged.insert((client, reason)) {
-            Verdict::Log
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            Verdict::Suppress
-        };
+        let verdict =
+            if self.lines.load(Ordering::Relaxed) < MAX_LINES && self.logged.insert((client, reason)) {
+                self.lines.fetch_add(1, Ordering::Relaxed);
+                Verdict::Log
+            } else {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                Verdict::Suppress
+            };
         (verdict, closed)
     }
 
@@ -78,6 +83,7 @@ impl RefusalLog {
         }
         self.window_start.compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed).ok()?;
         self.logged.clear();
+        self.lines.store(0, Ordering::Relaxed);
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
         (suppressed > 0).then_some(Closed { suppressed })
     }

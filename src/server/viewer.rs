@@ -20,7 +20,7 @@ use super::media::{self, RangeAsk};
 use super::refusal_log::{self, Verdict};
 use super::App;
 use crate::client_ip::client_ip;
-use crate::keys::Generation;
+use crate::keys::{Generation, StreamPolicy};
 use crate::metrics::{Kind, Outcome};
 use crate::origin::{self, Fetched, OriginError};
 use crate::playlist::{self, Issue, Location};
@@ -56,13 +56,13 @@ async fn handle(app: &App, peer: SocketAddr, req: &Parts) -> Response {
     let generation = app.keys.current();
     let client = client_ip(peer.ip(), &req.headers, &generation.proxies);
     let path = request_path::parse(req.uri.path());
-    let (stream, kind) = labels(path.as_ref().ok(), req.uri.path(), &generation);
+    let (stream, policy, kind) = labels(path.as_ref().ok(), req.uri.path(), &generation);
 
     let result = match (client, path) {
         (Err(unreadable), _) => Err(Refusal::Forwarding(unreadable)),
         (_, Err(bad)) => Err(Refusal::BadPath(bad)),
         (Ok(client), Ok(path)) => {
-            match gate::admit(path, req.uri.query().unwrap_or(""), client, &generation, unix_now()) {
+            match gate::admit(policy, path, req.uri.query().unwrap_or(""), client, unix_now()) {
                 Ok(admitted) => answer(app, admitted, client, req, &generation.public_hosts).await,
                 Err(refusal) => Err(refusal),
             }
@@ -105,13 +105,21 @@ fn log_refusal(app: &App, refusal: &Refusal, client: IpAddr, path: &str, now: In
 /// The metric labels, read from the decoded path as the gate reads it (`/%64emo/index%2Em3u8`
 /// is the demo's playlist), or from the raw path when it was refused as malformed. The stream
 /// label only ever takes a configured stream's name, so a scanner cannot grow the series.
-fn labels<'a>(path: Option<&StreamPath>, raw: &str, generation: &'a Generation) -> (&'a str, Kind) {
+/// The same lookup finds the policy the gate checks against: one map read per request.
+fn labels<'a>(
+    path: Option<&StreamPath>,
+    raw: &str,
+    generation: &'a Generation,
+) -> (&'a str, Option<&'a Arc<StreamPolicy>>, Kind) {
     let (first, playlist) = match path {
         Some(path) => (path.stream(), path.is_playlist()),
         None => (raw.trim_start_matches('/').split('/').next().unwrap_or(""), request_path::is_playlist(raw)),
     };
-    let stream = generation.streams.get_key_value(first).map_or("unknown", |(name, _)| name.as_str());
-    (stream, if playlist { Kind::Playlist } else { Kind::Media })
+    let kind = if playlist { Kind::Playlist } else { Kind::Media };
+    match generation.streams.get_key_value(first) {
+        Some((name, policy)) => (name.as_str(), Some(policy), kind),
+        None => ("unknown", None, kind),
+    }
 }
 
 async fn answer(
@@ -377,7 +385,10 @@ mod tests {
         let policy =
             crate::config::parse("[streams.demo]\nkeys = [\"k\"]\n", std::path::Path::new("/")).unwrap();
         generation.streams = policy.generation().streams;
-        let label = |raw: &str| labels(request_path::parse(raw).ok().as_ref(), raw, &generation);
+        let label = |raw: &str| {
+            let (stream, _, kind) = labels(request_path::parse(raw).ok().as_ref(), raw, &generation);
+            (stream, kind)
+        };
         assert_eq!(label("/demo/a.ts"), ("demo", Kind::Media));
         assert_eq!(label("/%64emo/index%2Em3u8"), ("demo", Kind::Playlist));
         assert_eq!(label("/demo/a.m3u8.ts"), ("demo", Kind::Media));
