@@ -18,6 +18,7 @@ declare -A PKG_FOR=(
   [wrk]=wrk                # load tests
   [python3]=python3        # harness self-test runs python's http.server
   [openssl]=openssl        # independent MD5 check of the token signer; test certificates
+  [redis-server]=redis-server  # the fleet tests' shared key store (issue 12)
   [curl]=curl              # HTTP/2 and TLS checks (Debian's curl speaks h2 through nghttp2)
   [node]=nodejs
   [npm]=npm

@@ -47,6 +47,41 @@ pub struct Config {
     /// Until an origin's first byte, and between any two of its body chunks.
     pub origin_timeout: Duration,
     pub streams: BTreeMap<String, StreamPolicy>,
+    /// Where the streams and their keys come from instead of `[streams]`: a Redis a fleet shares.
+    pub key_source: Option<KeySource>,
+    /// `[defaults]`, kept for the streams a key source brings.
+    defaults: RawPolicy,
+}
+
+/// `[keys]`: a Redis holding every stream's keys and policy (`crate::fleet`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySource {
+    /// `redis://` or `rediss://`, with the password if any: never logged whole.
+    pub url: String,
+    pub prefix: String,
+    pub resync_interval: Duration,
+    pub stale_after: Duration,
+}
+
+impl KeySource {
+    /// The URL without its password, for logs and errors.
+    pub fn url_for_log(&self) -> String {
+        match (self.url.split_once("://"), self.url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://…@{}", self.url.get(at + 1..).unwrap_or("")),
+            _ => self.url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySource")
+            .field("url", &self.url_for_log())
+            .field("prefix", &self.prefix)
+            .field("resync_interval", &self.resync_interval)
+            .field("stale_after", &self.stale_after)
+            .finish()
+    }
 }
 
 impl Config {
@@ -178,6 +213,29 @@ struct RawConfig {
     defaults: RawPolicy,
     #[serde(default)]
     streams: BTreeMap<String, RawPolicy>,
+    keys: Option<RawKeySource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeySource {
+    source: String,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default = "default_resync_interval")]
+    resync_interval: u64,
+    #[serde(default = "default_stale_after")]
+    stale_after: u64,
+}
+
+fn default_prefix() -> String {
+    "hlsgate:".into()
+}
+fn default_resync_interval() -> u64 {
+    30
+}
+fn default_stale_after() -> u64 {
+    120
 }
 
 fn default_listen() -> String {
@@ -312,9 +370,22 @@ impl RawConfig {
         for (name, raw) in &self.streams {
             streams.insert(name.clone(), build_policy(name, raw, &self.defaults)?);
         }
-        // An empty or truncated file would otherwise take every stream offline on a reload.
-        if streams.is_empty() {
-            return Err(ConfigError::new("streams", "no streams: add at least one [streams.NAME] with keys"));
+        let key_source = self.keys.map(key_source).transpose()?;
+        match (&key_source, streams.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    "streams",
+                    "with [keys] source, streams come from the key source: move them there (hlsgate keys add)",
+                ))
+            }
+            // An empty or truncated file would otherwise take every stream offline on a reload.
+            (None, true) => {
+                return Err(ConfigError::new(
+                    "streams",
+                    "no streams: add at least one [streams.NAME] with keys",
+                ))
+            }
+            _ => {}
         }
         Ok(Config {
             listen,
@@ -331,8 +402,70 @@ impl RawConfig {
             origin_connect_timeout,
             origin_timeout,
             streams,
+            key_source,
+            defaults: self.defaults,
         })
     }
+}
+
+fn key_source(raw: RawKeySource) -> Result<KeySource, ConfigError> {
+    if !(raw.source.starts_with("redis://") || raw.source.starts_with("rediss://")) {
+        return Err(ConfigError::new("keys.source", "must be a redis:// or rediss:// URL"));
+    }
+    if raw.resync_interval == 0 {
+        return Err(ConfigError::new("keys.resync_interval", "must be at least 1 second"));
+    }
+    if raw.stale_after == 0 {
+        return Err(ConfigError::new("keys.stale_after", "must be at least 1 second"));
+    }
+    Ok(KeySource {
+        url: raw.source,
+        prefix: raw.prefix,
+        resync_interval: Duration::from_secs(raw.resync_interval),
+        stale_after: Duration::from_secs(raw.stale_after),
+    })
+}
+
+impl Config {
+    /// A stream held by the key source: its policy fields (each a TOML value; a bare word is a
+    /// string) over this file's `[defaults]`, and its keys in the order they verify, signing
+    /// key first. Errors name `streams.NAME.FIELD`, never a value.
+    pub fn stream_from_fields(
+        &self,
+        name: &str,
+        keys: Vec<String>,
+        fields: &[(String, String)],
+    ) -> Result<StreamPolicy, ConfigError> {
+        let mut table = toml::Table::new();
+        for (field, text) in fields {
+            if field == "keys" {
+                return Err(ConfigError::new(
+                    format!("streams.{name}.keys"),
+                    "keys are the hash's key:ID fields (hlsgate keys add)",
+                ));
+            }
+            table.insert(field.clone(), toml_value(text));
+        }
+        let mut raw: RawPolicy = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let message = e.inner().to_string().replace('\n', " ");
+            let field = match e.path().to_string() {
+                root if root == "." => format!("streams.{name}"),
+                path => format!("streams.{name}.{path}"),
+            };
+            ConfigError::new(field, without_value(&message))
+        })?;
+        raw.keys = Some(keys);
+        build_policy(name, &raw, &self.defaults)
+    }
+}
+
+/// A hash field's text as a TOML value (`3600`, `true`, `["a", "b"]`), else as a string.
+fn toml_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|_| !text.contains('\n'))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
 }
 
 fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {

@@ -95,6 +95,18 @@ impl StreamPolicy {
         token::ip_binding(client, self.ip_prefix_v4, self.ip_prefix_v6)
     }
 
+    /// How long a token this stream issues can still open after it was signed: the session TTL
+    /// (or a fixed segment TTL, if longer) rounded up by its step, plus the skew every check
+    /// allows. A key must keep verifying this long after the last instance stopped signing
+    /// with it.
+    pub fn longest_issued_validity(&self) -> u64 {
+        let ttl = match self.segment_ttl {
+            SegmentTtl::Seconds(seconds) => seconds.max(self.session_ttl),
+            SegmentTtl::Auto => self.session_ttl,
+        };
+        ttl.saturating_add(token::default_step(ttl)).saturating_add(self.skew)
+    }
+
     /// Whether the prefix settings narrow this client's address to a network.
     fn masks(&self, client: IpAddr) -> bool {
         match client.to_canonical() {

@@ -18,6 +18,8 @@
 //!   bounded live cache and request collapsing.
 //! * [`playlist`]: where a playlist is rewritten per viewer (variables, interstitials, LL-HLS
 //!   parts), the live simulation of a VOD, and what a blocking reload waits for.
+//! * [`fleet`]: keys and policies shared by a fleet through Redis (`[keys] source`): the
+//!   schema, an instance's sync loop, and `hlsgate keys …` (coordinated rotation).
 //! * [`config`]: the TOML schema and its validation; [`tls`]: the viewer port's certificate;
 //!   [`metrics`]: Prometheus counters.
 //!
@@ -26,6 +28,7 @@
 
 pub mod client_ip;
 pub mod config;
+pub mod fleet;
 pub mod keys;
 pub mod metrics;
 pub mod origin;

@@ -7,12 +7,13 @@ use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use hlsgate::token::{self, Accept, Key, ParamNames};
+use hlsgate::fleet::admin::Admin;
 use hlsgate::{config, request_path, server};
 
 #[derive(Parser)]
@@ -75,6 +76,58 @@ enum Command {
         /// A full URL or `path?query`.
         url: String,
     },
+    /// Change the keys a fleet shares through Redis, without refusing a viewer on the way.
+    Keys {
+        /// The key source, as in the config's `[keys] source`.
+        #[arg(long, global = true)]
+        redis: Option<String>,
+        /// The key source's prefix, as in `[keys] prefix`.
+        #[arg(long, global = true, default_value = "hlsgate:")]
+        prefix: String,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a key, verify-only (signing if it is the stream's first); prints its ID.
+    Add {
+        stream: String,
+        /// The key; `-` reads it from standard input (it stays out of `ps` and shell history).
+        secret: String,
+    },
+    /// Make a key the signing key, once every live instance verifies with it.
+    Promote {
+        stream: String,
+        /// The key's ID (as `show` prints it) or the key itself.
+        key: String,
+        /// Seconds to wait for the instances before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop a (non-signing) key verifying after a grace period.
+    Retire {
+        stream: String,
+        key: String,
+        /// Seconds it still verifies (default: the longest session_ttl + skew any live instance reports).
+        #[arg(long)]
+        grace: Option<u64>,
+    },
+    /// add, wait, promote, wait, then retire every other key after the grace.
+    Rotate {
+        stream: String,
+        /// The new key; `-` reads it from standard input.
+        secret: String,
+        #[arg(long)]
+        grace: Option<u64>,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// The streams, their signing keys, and the live instances.
+    List,
+    /// One stream's policy and keys (IDs and roles; never a key).
+    Show { stream: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,6 +141,42 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, log_format } => serve(config, listen, log_format),
         Command::Sign { key, path, ip, ttl, expires, base } => sign(&key, &path, ip, ttl, expires, &base),
         Command::Verify { keys, ip, skew, url } => verify(&keys, ip, skew, &url),
+        Command::Keys { redis, prefix, action } => keys(redis, &prefix, action),
+    }
+}
+
+/// `hlsgate keys …`: exit 0 done, 1 refused or the key source failed, 2 bad arguments.
+fn keys(redis: Option<String>, prefix: &str, action: KeysAction) -> ExitCode {
+    let Some(url) = redis else { usage_error("give --redis redis://HOST:PORT/DB (the config's [keys] source)") };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let mut admin = Admin::connect(&url, prefix).await?;
+        let out = &mut std::io::stdout();
+        match action {
+            KeysAction::Add { stream, secret } => admin.add(&stream, &secret_arg(secret), out).await.map(|_| ()),
+            KeysAction::Promote { stream, key, timeout } => {
+                admin.promote(&stream, &key, Duration::from_secs(timeout), out).await
+            }
+            KeysAction::Retire { stream, key, grace } => admin.retire(&stream, &key, grace, out).await,
+            KeysAction::Rotate { stream, secret, grace, timeout } => {
+                admin.rotate(&stream, &secret_arg(secret), grace, Duration::from_secs(timeout), out).await
+            }
+            KeysAction::List => admin.list(out).await,
+            KeysAction::Show { stream } => admin.show(&stream, out).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hlsgate keys: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -155,6 +244,18 @@ fn sign(
         token::signed_url(path, &signature, expires, &ParamNames::default())
     );
     ExitCode::SUCCESS
+}
+
+/// A key given on the command line, or `-`: the first line of standard input.
+fn secret_arg(secret: String) -> String {
+    if secret != "-" {
+        return secret;
+    }
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        usage_error("cannot read the key from standard input");
+    }
+    line.trim_end_matches(['\r', '\n']).to_string()
 }
 
 fn is_signable_path(path: &str) -> bool {

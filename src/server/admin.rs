@@ -23,6 +23,9 @@ pub fn router(app: Arc<App>) -> Router {
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut text = app.metrics.render();
     text.push_str(&crate::metrics::render_origins(&app.origins.stats()));
+    if let Some(fleet) = &app.fleet {
+        text.push_str(&fleet.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -31,11 +34,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: listening, and not draining. A load balancer stops sending viewers on shutdown.
+/// Ready: listening, not draining, and (with a key source) holding keys read from it within
+/// `stale_after`. A load balancer stops sending viewers on shutdown, and prefers instances
+/// whose keys are current; a stale instance still serves on its cached keys.
 async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    if app.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+    let stale = app.fleet.as_ref().and_then(|fleet| fleet.stale_for());
+    match (app.draining.load(Ordering::Relaxed), stale) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string()),
+        (false, Some(age)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("stale: key source last read {age} s ago\n"))
+        }
+        (false, None) => (StatusCode::OK, "ready\n".to_string()),
     }
 }

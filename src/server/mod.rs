@@ -23,6 +23,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
 
 use crate::config::{self, Config};
+use crate::fleet::Fleet;
 use crate::keys::{EntryIp, KeyStore};
 use crate::metrics::Metrics;
 use crate::origin::{self, Origins};
@@ -46,6 +47,8 @@ pub struct App {
     pub refusal_log: refusal_log::RefusalLog,
     pub cors: cors::Cors,
     pub draining: AtomicBool,
+    /// The shared key source, when `[keys] source` is set.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Runs until SIGTERM or Ctrl-C, then drains. `config_path` is re-read on SIGHUP.
@@ -57,8 +60,22 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     // Installed before the ready line: until then SIGHUP's default action would kill the
     // process, and scripts reload as soon as they see "ready".
     let signals = Signals::install()?;
+    let (fleet, generation) = match &config.key_source {
+        None => (None, config.generation()),
+        Some(source) => {
+            let (fleet, generation) = Fleet::start(config.clone(), &viewer_addr.to_string()).await.map_err(|e| {
+                io::Error::other(format!(
+                    "keys.source ({}): cannot read the key source, and there is no cache to start from: {e}",
+                    source.url_for_log()
+                ))
+            })?;
+            let streams = config::stream_names(&generation.streams).join(",");
+            tracing::info!(source = %source.url_for_log(), streams = %streams, "streams and keys read from the key source");
+            (Some(fleet), generation)
+        }
+    };
     let app = Arc::new(App {
-        keys: KeyStore::new(config.generation()),
+        keys: KeyStore::new(generation),
         origins: Origins::new(&origin::Settings {
             streams_dir: config.streams_dir.clone(),
             cache_bytes: config.cache_bytes,
@@ -71,7 +88,12 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
         refusal_log: refusal_log::RefusalLog::default(),
         cors: cors::Cors::new(&config.cors_origins),
         draining: AtomicBool::new(false),
+        fleet,
     });
+    if let Some(fleet) = &app.fleet {
+        let (fleet, app) = (Arc::clone(fleet), Arc::clone(&app));
+        tokio::spawn(async move { fleet.run(&app.keys).await });
+    }
     // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, scheme = %scheme, "hlsgate ready");
@@ -191,9 +213,22 @@ impl Signals {
 
 /// Re-reads the config. A config that fails validation changes nothing: the keys in force stay.
 fn reload(app: &App, config_path: &Path) {
-    match config::load(config_path) {
+    let loaded = config::load(config_path).and_then(|config| match same_key_source(app, &config) {
+        true => Ok(config),
+        false => Err(config::ConfigError {
+            field: "keys.source".into(),
+            problem: "adding, removing or changing the key source needs a restart".into(),
+        }),
+    });
+    match loaded {
         Ok(config) => {
-            let generation = config.generation();
+            let generation = match &app.fleet {
+                None => config.generation(),
+                Some(fleet) => {
+                    fleet.set_file(config);
+                    fleet.generation(&app.keys.current().streams)
+                }
+            };
             let streams = config::stream_names(&generation.streams).join(",");
             app.keys.replace(generation);
             app.metrics.record_reload(true);
@@ -203,6 +238,14 @@ fn reload(app: &App, config_path: &Path) {
             app.metrics.record_reload(false);
             tracing::error!(error = %e, "config reload refused; the previous config stays in force");
         }
+    }
+}
+
+fn same_key_source(app: &App, config: &Config) -> bool {
+    match (&app.fleet, &config.key_source) {
+        (None, None) => true,
+        (Some(fleet), Some(source)) => fleet.settings() == source,
+        _ => false,
     }
 }
 
