@@ -372,12 +372,10 @@ impl RawConfig {
         }
         let key_source = self.keys.map(key_source).transpose()?;
         match (&key_source, streams.is_empty()) {
-            (Some(_), false) => {
-                return Err(ConfigError::new(
-                    "streams",
-                    "with [keys] source, streams come from the key source: move them there (hlsgate keys add)",
-                ))
-            }
+            (Some(_), false) => return Err(ConfigError::new(
+                "streams",
+                "with [keys] source, streams come from the key source: move them there (hlsgate keys add)",
+            )),
             // An empty or truncated file would otherwise take every stream offline on a reload.
             (None, true) => {
                 return Err(ConfigError::new(
@@ -446,14 +444,15 @@ impl Config {
             }
             table.insert(field.clone(), toml_value(text));
         }
-        let mut raw: RawPolicy = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let message = e.inner().to_string().replace('\n', " ");
-            let field = match e.path().to_string() {
-                root if root == "." => format!("streams.{name}"),
-                path => format!("streams.{name}.{path}"),
-            };
-            ConfigError::new(field, without_value(&message))
-        })?;
+        let mut raw: RawPolicy =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let message = e.inner().to_string().replace('\n', " ");
+                let field = match e.path().to_string() {
+                    root if root == "." => format!("streams.{name}"),
+                    path => format!("streams.{name}.{path}"),
+                };
+                ConfigError::new(field, without_value(&message))
+            })?;
         raw.keys = Some(keys);
         build_policy(name, &raw, &self.defaults)
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
-use hlsgate::token::{self, Accept, Key, ParamNames};
 use hlsgate::fleet::admin::Admin;
+use hlsgate::token::{self, Accept, Key, ParamNames};
 use hlsgate::{config, request_path, server};
 
 #[derive(Parser)]
@@ -147,7 +147,9 @@ fn main() -> ExitCode {
 
 /// `hlsgate keys …`: exit 0 done, 1 refused or the key source failed, 2 bad arguments.
 fn keys(redis: Option<String>, prefix: &str, action: KeysAction) -> ExitCode {
-    let Some(url) = redis else { usage_error("give --redis redis://HOST:PORT/DB (the config's [keys] source)") };
+    let Some(url) = redis else {
+        usage_error("give --redis redis://HOST:PORT/DB (the config's [keys] source)")
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -159,7 +161,9 @@ fn keys(redis: Option<String>, prefix: &str, action: KeysAction) -> ExitCode {
         let mut admin = Admin::connect(&url, prefix).await?;
         let out = &mut std::io::stdout();
         match action {
-            KeysAction::Add { stream, secret } => admin.add(&stream, &secret_arg(secret), out).await.map(|_| ()),
+            KeysAction::Add { stream, secret } => {
+                admin.add(&stream, &secret_arg(secret), out).await.map(|_| ())
+            }
             KeysAction::Promote { stream, key, timeout } => {
                 admin.promote(&stream, &key, Duration::from_secs(timeout), out).await
             }

@@ -423,7 +423,7 @@ impl TtlClass {
     fn admits(self, expires: u64, t0: u64, t1: u64) -> bool {
         let fits = |ttl: u64| {
             let step = (ttl / 4).max(1);
-            expires >= t0 + ttl && expires <= t1 + ttl + step && expires % step == 0
+            expires >= t0 + ttl && expires <= t1 + ttl + step && expires.is_multiple_of(step)
         };
         match self {
             TtlClass::Session => fits(SESSION_TTL),

@@ -62,7 +62,7 @@ fn hlsgate_manifest_matches_its_config_and_the_binary() {
         let get = at(container, &format!("/{probe}/httpGet"));
         assert_eq!(str_at(get, "/path"), path, "{probe}");
         assert_eq!(resolve_port(container, at(get, "/port")), admin, "{probe} is not on admin_listen");
-        assert!(get.get("scheme").map_or(true, |s| s == "HTTP"), "{probe}: the admin port speaks HTTP");
+        assert!(get.get("scheme").is_none_or(|s| s == "HTTP"), "{probe}: the admin port speaks HTTP");
     }
     if let Some(port) = template_annotation(deployment, "prometheus.io/port") {
         assert_eq!(port, admin.to_string(), "Prometheus would scrape another port than admin_listen");

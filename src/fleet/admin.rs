@@ -39,7 +39,12 @@ impl Admin {
     }
 
     /// Adds a key, verify-only (signing when the stream has none yet). Returns its ID.
-    pub async fn add(&mut self, stream: &str, secret: &str, out: &mut impl Write) -> Result<String, FleetError> {
+    pub async fn add(
+        &mut self,
+        stream: &str,
+        secret: &str,
+        out: &mut impl Write,
+    ) -> Result<String, FleetError> {
         check_stream_name(stream)?;
         if secret.is_empty() {
             return Err(FleetError::Refused("a key cannot be empty".into()));
@@ -47,7 +52,9 @@ impl Admin {
         let hash = self.hash(stream).await?;
         let id = fingerprint(secret);
         if hash.keys.get(&id).is_some_and(|held| held != secret) {
-            return Err(FleetError::Refused(format!("another key of {stream} has the fingerprint {id}: pick another")));
+            return Err(FleetError::Refused(format!(
+                "another key of {stream} has the fingerprint {id}: pick another"
+            )));
         }
         let key = self.schema.stream(stream);
         within(self.conn.hset::<_, _, _, ()>(&key, format!("key:{id}"), secret)).await?;
@@ -70,9 +77,12 @@ impl Admin {
         out: &mut impl Write,
     ) -> Result<(), FleetError> {
         let hash = self.existing(stream).await?;
-        let id = key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
+        let id =
+            key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
         if hash.retire.contains_key(&id) {
-            return Err(FleetError::Refused(format!("{stream}: key {id} is retiring; add a new key instead")));
+            return Err(FleetError::Refused(format!(
+                "{stream}: key {id} is retiring; add a new key instead"
+            )));
         }
         let version: u64 = within(self.conn.get::<_, Option<u64>>(self.schema.version())).await?.unwrap_or(0);
         self.wait_for(version, timeout, out).await?;
@@ -92,7 +102,8 @@ impl Admin {
         out: &mut impl Write,
     ) -> Result<(), FleetError> {
         let hash = self.existing(stream).await?;
-        let id = key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
+        let id =
+            key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
         if hash.signing.as_deref() == Some(id.as_str()) {
             return Err(FleetError::Refused(format!(
                 "{stream}: key {id} is the signing key; promote another first (or use rotate)"
@@ -160,7 +171,10 @@ impl Admin {
         for instance in self.instances().await? {
             say(
                 out,
-                &format!("instance {}\tlisten {}\tversion {}", instance.name, instance.listen, instance.applied),
+                &format!(
+                    "instance {}\tlisten {}\tversion {}",
+                    instance.name, instance.listen, instance.applied
+                ),
             );
         }
         Ok(())
@@ -207,7 +221,12 @@ impl Admin {
     }
 
     /// Waits until every live instance has loaded `version`, saying whom it waits for.
-    async fn wait_for(&mut self, version: u64, timeout: Duration, out: &mut impl Write) -> Result<(), FleetError> {
+    async fn wait_for(
+        &mut self,
+        version: u64,
+        timeout: Duration,
+        out: &mut impl Write,
+    ) -> Result<(), FleetError> {
         let deadline = Instant::now() + timeout;
         let mut last_said = None::<Instant>;
         loop {
@@ -248,8 +267,11 @@ impl Admin {
     async fn forget_retired(&mut self, stream: &str, hash: &StreamHash) -> Result<(), FleetError> {
         let long_ago = unix_now().saturating_sub(86_400);
         for (id, _) in hash.retire.iter().filter(|(_, at)| **at <= long_ago) {
-            within(self.conn.hdel::<_, _, ()>(self.schema.stream(stream), &[format!("key:{id}"), format!("retire:{id}")]))
-                .await?;
+            within(self.conn.hdel::<_, _, ()>(
+                self.schema.stream(stream),
+                &[format!("key:{id}"), format!("retire:{id}")],
+            ))
+            .await?;
         }
         Ok(())
     }

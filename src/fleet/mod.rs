@@ -112,7 +112,8 @@ impl StreamHash {
         if retired(signing) {
             return Err(FieldError::new("signing", "the signing key is retired"));
         }
-        let rest = self.keys.iter().filter(|(id, _)| *id != signing && !retired(id)).map(|(_, key)| key.clone());
+        let rest =
+            self.keys.iter().filter(|(id, _)| *id != signing && !retired(id)).map(|(_, key)| key.clone());
         Ok(std::iter::once(first.clone()).chain(rest).collect())
     }
 
@@ -227,7 +228,10 @@ mod tests {
     #[test]
     fn a_signing_key_that_is_missing_or_retired_is_named() {
         assert_eq!(hash(&[("key:aa", "k")]).keys_in_force(0).unwrap_err().field, "signing");
-        assert_eq!(hash(&[("key:aa", "k"), ("signing", "zz")]).keys_in_force(0).unwrap_err().field, "signing");
+        assert_eq!(
+            hash(&[("key:aa", "k"), ("signing", "zz")]).keys_in_force(0).unwrap_err().field,
+            "signing"
+        );
         let retired = hash(&[("key:aa", "k"), ("signing", "aa"), ("retire:aa", "5")]);
         assert!(retired.keys_in_force(4).is_ok());
         assert_eq!(retired.keys_in_force(5).unwrap_err().field, "signing");
@@ -237,8 +241,9 @@ mod tests {
 
     #[test]
     fn a_bad_stream_keeps_its_previous_policy_and_others_update() {
-        let config = crate::config::parse("[keys]\nsource = \"redis://127.0.0.1:1/0\"\n", std::path::Path::new("/"))
-            .unwrap();
+        let config =
+            crate::config::parse("[keys]\nsource = \"redis://127.0.0.1:1/0\"\n", std::path::Path::new("/"))
+                .unwrap();
         let mut snapshot = Snapshot::new();
         snapshot.insert("a".into(), hash(&[("key:x", "k1"), ("signing", "x"), ("entry_ip", "required")]));
         snapshot.insert("b".into(), hash(&[("key:y", "k2"), ("signing", "y"), ("session_ttl", "60")]));

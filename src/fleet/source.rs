@@ -269,8 +269,14 @@ pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> redis::Red
     let mut cursor = 0u64;
     let mut found = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(500).query_async(conn).await?;
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
         found.extend(keys);
         if next == 0 {
             found.sort_unstable();
@@ -282,7 +288,9 @@ pub async fn scan(conn: &mut MultiplexedConnection, pattern: &str) -> redis::Red
 }
 
 /// A Redis call, bounded in time.
-pub async fn within<T, E: Into<FleetError>>(call: impl Future<Output = Result<T, E>>) -> Result<T, FleetError> {
+pub async fn within<T, E: Into<FleetError>>(
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, FleetError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(FleetError::TimedOut),

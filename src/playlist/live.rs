@@ -171,7 +171,7 @@ fn recording_sequence(segments: &[Segment], loop_ms: u64, now_ms: u64) -> u64 {
 /// Does a DISCONTINUITY tag stand before this sequence number? Yes at every loop start but the
 /// very first.
 fn starts_loop(sequence: u64, count: u64) -> bool {
-    sequence > 0 && sequence % count == 0
+    sequence > 0 && sequence.is_multiple_of(count)
 }
 
 /// Loop starts before `first`: the DISCONTINUITY tags that have slid out of the window.

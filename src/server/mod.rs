@@ -63,12 +63,13 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     let (fleet, generation) = match &config.key_source {
         None => (None, config.generation()),
         Some(source) => {
-            let (fleet, generation) = Fleet::start(config.clone(), &viewer_addr.to_string()).await.map_err(|e| {
-                io::Error::other(format!(
+            let (fleet, generation) =
+                Fleet::start(config.clone(), &viewer_addr.to_string()).await.map_err(|e| {
+                    io::Error::other(format!(
                     "keys.source ({}): cannot read the key source, and there is no cache to start from: {e}",
                     source.url_for_log()
                 ))
-            })?;
+                })?;
             let streams = config::stream_names(&generation.streams).join(",");
             tracing::info!(source = %source.url_for_log(), streams = %streams, "streams and keys read from the key source");
             (Some(fleet), generation)

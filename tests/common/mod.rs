@@ -3,7 +3,8 @@
 //!
 //! Every test binary includes this with `mod common;` and uses only part of it. The helpers
 //! of the larger suites are modules of their own: `clients.rs` (hostile requests, many
-//! clients), `origin.rs` (nginx and scripted origins), `edge.rs` (TLS, HTTP/2, LL-HLS).
+//! clients), `origin.rs` (nginx and scripted origins), `edge.rs` (TLS, HTTP/2, LL-HLS), `fleet.rs`
+//! (redis-server and `hlsgate keys`).
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -21,12 +22,15 @@ use tokio::net::TcpSocket;
 
 mod clients;
 mod edge;
+mod fleet;
 mod origin;
 // Each test binary uses only part of the harness, as with `dead_code` above.
 #[allow(unused_imports)]
 pub use clients::*;
 #[allow(unused_imports)]
 pub use edge::*;
+#[allow(unused_imports)]
+pub use fleet::*;
 #[allow(unused_imports)]
 pub use origin::*;
 
