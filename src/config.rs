@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::client_ip::{ForwardedHeader, Proxies};
 use axum::http::{HeaderName, HeaderValue};
 
-use crate::keys::{EntryIp, Generation, KeyRing, OriginSpec, StreamPolicy};
+use crate::keys::{EntryIp, Generation, KeyRing, OriginSpec, StreamPolicy, MAX_IPS_PER_LINK};
 use crate::playlist::SegmentTtl;
 use crate::tls;
 use crate::token::{Key, ParamNames};
@@ -280,6 +280,7 @@ struct RawPolicy {
     entry_ip: Option<EntryIp>,
     ip_prefix_v4: Option<u8>,
     ip_prefix_v6: Option<u8>,
+    max_ips_per_link: Option<u8>,
     token_params: Option<Vec<String>>,
     simulate_live: Option<bool>,
     live_window: Option<usize>,
@@ -516,6 +517,13 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
             "must be 1..=128",
         ));
     }
+    let max_ips_per_link = raw.max_ips_per_link.or(defaults.max_ips_per_link);
+    if max_ips_per_link.is_some_and(|n| !(1..=MAX_IPS_PER_LINK).contains(&n)) {
+        return Err(ConfigError::new(
+            origin_field(raw.max_ips_per_link.is_some(), name, "max_ips_per_link"),
+            format!("must be 1..={MAX_IPS_PER_LINK}"),
+        ));
+    }
     let token_params = match raw.token_params.as_ref().or(defaults.token_params.as_ref()) {
         None => ParamNames::default(),
         Some(names) => param_names(names).map_err(|p| {
@@ -550,6 +558,7 @@ fn build_policy(name: &str, raw: &RawPolicy, defaults: &RawPolicy) -> Result<Str
         entry_ip: raw.entry_ip.or(defaults.entry_ip).unwrap_or(EntryIp::Optional),
         ip_prefix_v4: v4,
         ip_prefix_v6: v6,
+        max_ips_per_link,
         token_params,
         simulate_live: raw.simulate_live.or(defaults.simulate_live).unwrap_or(false),
         live_window,
@@ -736,6 +745,19 @@ mod tests {
     }
 
     #[test]
+    fn max_ips_per_link_is_off_unless_set_and_follows_defaults() {
+        assert_eq!(parse_ok(A_STREAM).streams["a"].max_ips_per_link, None);
+        let c = parse_ok(
+            "[defaults]\nmax_ips_per_link = 3\n[streams.a]\nkeys = [\"k\"]\n\
+             [streams.b]\nkeys = [\"k\"]\nmax_ips_per_link = 16\n",
+        );
+        assert_eq!(c.streams["a"].max_ips_per_link, Some(3));
+        assert_eq!(c.streams["b"].max_ips_per_link, Some(16));
+        let e = parse_err("[streams.a]\nkeys = [\"k\"]\nmax_ips_per_link = 17\n");
+        assert_eq!(e.to_string(), "streams.a.max_ips_per_link: must be 1..=16");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("[streams.demo]\n", "streams.demo.keys"),
@@ -748,6 +770,11 @@ mod tests {
             ("[defaults]\nsession_ttl = 0\n[streams.a]\nkeys = [\"k\"]\n", "defaults.session_ttl"),
             ("[streams.a]\nkeys = [\"k\"]\nsession_ttl = 0\n", "streams.a.session_ttl"),
             ("[streams.a]\nkeys = [\"k\"]\nip_prefix_v4 = 33\n", "streams.a.ip_prefix_v4"),
+            ("[streams.a]\nkeys = [\"k\"]\nmax_ips_per_link = 0\n", "streams.a.max_ips_per_link"),
+            ("[streams.a]\nkeys = [\"k\"]\nmax_ips_per_link = 17\n", "streams.a.max_ips_per_link"),
+            ("[streams.a]\nkeys = [\"k\"]\nmax_ips_per_link = 300\n", "streams.a.max_ips_per_link"),
+            ("[streams.a]\nkeys = [\"k\"]\nmax_ips_per_link = \"3\"\n", "streams.a.max_ips_per_link"),
+            ("[defaults]\nmax_ips_per_link = 17\n[streams.a]\nkeys = [\"k\"]\n", "defaults.max_ips_per_link"),
             ("[streams.a]\nkeys = [\"k\"]\ntoken_params = [\"md5\"]\n", "streams.a.token_params"),
             ("[streams.\"a/b\"]\nkeys = [\"k\"]\n", "streams.a/b"),
             ("header_read_timeout = 0\n", "header_read_timeout"),

@@ -15,6 +15,9 @@ use crate::client_ip::Proxies;
 use crate::playlist::SegmentTtl;
 use crate::token::{self, IpText, Key, ParamNames};
 
+/// The most `max_ips_per_link` may be: it bounds the networks remembered per link.
+pub const MAX_IPS_PER_LINK: u8 = 16;
+
 /// Whether links from the broadcaster's site must be bound to the viewer's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +55,8 @@ pub struct StreamPolicy {
     pub entry_ip: EntryIp,
     pub ip_prefix_v4: u8,
     pub ip_prefix_v6: u8,
+    /// Client networks one IP-less entry link may be opened from (`None`: not counted).
+    pub max_ips_per_link: Option<u8>,
     pub token_params: ParamNames,
     /// Serve the stream's VOD playlists as an endless live window (the demo).
     pub simulate_live: bool,
@@ -204,6 +209,7 @@ mod tests {
             entry_ip,
             ip_prefix_v4: v4,
             ip_prefix_v6: 128,
+            max_ips_per_link: None,
             token_params: ParamNames::default(),
             simulate_live: false,
             live_window: 6,

@@ -14,6 +14,8 @@
 //! * [`request_path`]: which stream and file, or a 400 before any token is looked at.
 //! * [`keys`]: where keys live — the per-stream policy map, swapped whole on reload.
 //! * [`token`]: signing and checking, skew, issued expiries, address text. Pure.
+//! * [`links`]: leaked-link detection, the networks each IP-less entry link was opened from
+//!   (a bounded in-process ledger), asked by the gate once a token has passed.
 //! * [`origin`]: where bytes come from (a folder or an HTTP origin with failover), behind one
 //!   bounded live cache and request collapsing.
 //! * [`playlist`]: where a playlist is rewritten per viewer (variables, interstitials, LL-HLS
@@ -30,6 +32,7 @@ pub mod client_ip;
 pub mod config;
 pub mod fleet;
 pub mod keys;
+pub mod links;
 pub mod metrics;
 pub mod origin;
 pub mod playlist;

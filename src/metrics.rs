@@ -74,6 +74,8 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     suppressed_refusal_lines: AtomicU64,
+    /// Per stream, the 403 `shared link` refusals.
+    shared_link_refusals: DashMap<String, AtomicU64>,
 }
 
 impl Metrics {
@@ -100,6 +102,17 @@ impl Metrics {
 
     pub fn record_suppressed_refusal_line(&self) {
         self.suppressed_refusal_lines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_shared_link_refusal(&self, stream: &str) {
+        match self.shared_link_refusals.get(stream) {
+            Some(counter) => counter.fetch_add(1, Ordering::Relaxed),
+            None => self
+                .shared_link_refusals
+                .entry(stream.to_string())
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     /// The Prometheus text exposition.
@@ -164,8 +177,31 @@ impl Metrics {
             "hlsgate_refusal_log_lines_suppressed_total {}",
             self.suppressed_refusal_lines.load(Ordering::Relaxed)
         );
+
+        out.push_str(
+            "# HELP hlsgate_shared_link_refusals_total Entry links refused to one network more than max_ips_per_link.\n",
+        );
+        out.push_str("# TYPE hlsgate_shared_link_refusals_total counter\n");
+        let mut rows: Vec<(String, u64)> = self
+            .shared_link_refusals
+            .iter()
+            .map(|entry| (escape(entry.key()), entry.value().load(Ordering::Relaxed)))
+            .collect();
+        rows.sort();
+        for (stream, n) in rows {
+            let _ = writeln!(out, "hlsgate_shared_link_refusals_total{{stream=\"{stream}\"}} {n}");
+        }
         out
     }
+}
+
+/// The in-process link ledger's counter (see `links`).
+pub fn render_link_ledger(evictions: u64) -> String {
+    format!(
+        "# HELP hlsgate_link_ledger_evictions_total Entry links forgotten before they expired, to keep the ledger within its bound (each then counts its networks anew).\n\
+         # TYPE hlsgate_link_ledger_evictions_total counter\n\
+         hlsgate_link_ledger_evictions_total {evictions}\n"
+    )
 }
 
 /// The origins' counters: requests by result, failovers, collapsing, the live cache.
@@ -252,5 +288,11 @@ mod tests {
         assert!(text.contains("hlsgate_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("hlsgate_config_reloads_total{result=\"error\"} 1\n"));
         assert!(text.contains("hlsgate_config_reloads_total{result=\"ok\"} 0\n"));
+        assert!(text.contains("# TYPE hlsgate_shared_link_refusals_total counter\n"));
+        assert!(!text.contains("hlsgate_shared_link_refusals_total{"), "no series before a refusal");
+        m.record_shared_link_refusal("demo");
+        m.record_shared_link_refusal("demo");
+        assert!(m.render().contains("hlsgate_shared_link_refusals_total{stream=\"demo\"} 2\n"));
+        assert!(render_link_ledger(7).contains("\nhlsgate_link_ledger_evictions_total 7\n"));
     }
 }

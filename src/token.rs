@@ -322,31 +322,35 @@ pub struct Accept<'a> {
     pub skew: u64,
 }
 
-/// A token that passed: when it stops opening new requests.
+/// A token that passed: when it stops opening new requests, and whether it was signed with no
+/// address bound (an IP-less link from the site, which leaked-link detection counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Valid {
     pub expires: u64,
+    pub ip_less: bool,
 }
 
 /// Checks a presented token: signature first (every key × path × address), then the clock.
 /// A token is expired when `now >= expires + skew`; with skew 0 that is Gcore's rule.
 pub fn check(presented: &Presented, accept: &Accept<'_>, now: u64) -> Result<Valid, Denial> {
-    if !signature_matches(presented, accept) {
+    let Some(bound_to) = matching_binding(presented, accept) else {
         return Err(Denial::BadSignature);
-    }
+    };
     if now >= presented.expires.saturating_add(accept.skew) {
         return Err(Denial::Expired);
     }
-    Ok(Valid { expires: presented.expires })
+    Ok(Valid { expires: presented.expires, ip_less: bound_to.is_none() })
 }
 
-fn signature_matches(presented: &Presented, accept: &Accept<'_>) -> bool {
+/// The address candidate (of [`Accept::ips`]) the token was signed for, `Some(None)` for no
+/// address; `None` when no candidate signs it.
+fn matching_binding<'a>(presented: &Presented, accept: &Accept<'a>) -> Option<Option<&'a str>> {
     // Each comparison is constant-time, so a forger learns nothing about the expected hash.
     // Stopping at the first match is safe: which candidate a genuine token matched is no secret,
     // and a forged one is always compared against every candidate.
-    accept.keys.iter().any(|key| {
-        accept.paths.iter().any(|path| {
-            accept.ips.iter().any(|ip| {
+    accept.keys.iter().find_map(|key| {
+        accept.paths.iter().find_map(|path| {
+            accept.ips.iter().copied().find(|ip| {
                 let expected = digest(presented.expires, path, *ip, key);
                 digests_match(&expected, &presented.digest)
             })
@@ -715,7 +719,7 @@ mod tests {
         let k = [key("k")];
         let p = presented(&format!("md5={}&expires=1000", sign(1000, "/p", None, &k[0]))).unwrap();
         let a0 = accept(&["/p"], &[None], &k, 0);
-        assert_eq!(check(&p, &a0, 999), Ok(Valid { expires: 1000 }));
+        assert_eq!(check(&p, &a0, 999), Ok(Valid { expires: 1000, ip_less: true }));
         assert_eq!(check(&p, &a0, 1000), Err(Denial::Expired));
         let a5 = accept(&["/p"], &[None], &k, 5);
         assert!(check(&p, &a5, 1004).is_ok());
@@ -746,6 +750,18 @@ mod tests {
         // An IP-less token is only good where an IP-less binding is accepted.
         let p = presented(&format!("md5={}&expires=5000", sign(5000, "/p", None, &k[0]))).unwrap();
         assert_eq!(check(&p, &accept(&["/p"], &[Some("10.0.0.1")], &k, 0), 1), Err(Denial::BadSignature));
+    }
+
+    /// Leaked-link detection counts the tokens that matched the IP-less candidate, and only them.
+    #[test]
+    fn check_tells_an_ip_less_token_from_a_bound_one() {
+        let k = [key("k")];
+        let ips = [Some("10.0.0.1"), Some("10.0.0.0/24"), None];
+        for (signed_for, ip_less) in [(Some("10.0.0.1"), false), (Some("10.0.0.0/24"), false), (None, true)] {
+            let p = presented(&format!("md5={}&expires=5000", sign(5000, "/d/", signed_for, &k[0]))).unwrap();
+            let valid = check(&p, &accept(&covering_paths("/d/a.ts"), &ips, &k, 0), 1);
+            assert_eq!(valid, Ok(Valid { expires: 5000, ip_less }), "{signed_for:?}");
+        }
     }
 
     #[test]
@@ -837,7 +853,7 @@ mod tests {
                 let p = parse_query(query, &ParamNames::default()).unwrap();
                 let ips = [ip.as_deref()];
                 let a = Accept { paths: &[&path], ips: &ips, keys: &keys, skew: 0 };
-                prop_assert_eq!(check(&p, &a, expires.saturating_sub(ago)), Ok(Valid { expires }));
+                prop_assert_eq!(check(&p, &a, expires.saturating_sub(ago)), Ok(Valid { expires, ip_less: ip.is_none() }));
             }
 
             #[test]

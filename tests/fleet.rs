@@ -340,3 +340,49 @@ fn promote_waits_for_an_instance_behind_and_names_it() {
     keys_ok(&redis, &["promote", "demo", &id, "--timeout", "10"]);
     assert!(keys_ok(&redis, &["show", "demo"]).contains(&format!("key {id}  signing")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_link_is_counted_across_the_fleet() {
+    let redis = Redis::start();
+    seed_demo(&redis, K1);
+    redis.cli(&["HSET", "hlsgate:stream:demo", "max_ips_per_link", "3"]);
+    let fleet = three_instances(&redis, "", "");
+    let addrs: Vec<SocketAddr> = fleet.iter().map(Server::viewer_addr).collect();
+    let link = entry_link(K1);
+    // 40 addresses open the one IP-less link, spread over the three instances.
+    let mut opened = Vec::new();
+    for i in 0..40usize {
+        let (addr, link) = (addrs[i % 3], link.clone());
+        opened.push(tokio::spawn(async move {
+            let viewer = format!("127.0.0.{}", 100 + i);
+            let response = Request::get(addr, &link).from(&viewer).send().await;
+            (viewer, response.status, response.text())
+        }));
+    }
+    let mut served = Vec::new();
+    for task in opened {
+        let (viewer, status, body) = task.await.unwrap();
+        match status {
+            200 => served.push(viewer),
+            403 => assert_eq!(body, "shared link\n"),
+            other => panic!("{viewer}: {other} {body}"),
+        }
+    }
+    assert_eq!(served.len(), 3, "served across the fleet: {served:?}");
+    // The admitted keep playing, on every instance, the entry link included.
+    for (n, viewer) in served.iter().enumerate() {
+        let seen = walk(&addrs, n, viewer, &link).await;
+        assert!(seen.len() == 4 && seen.iter().all(|(_, s)| *s == 200), "{viewer}: {seen:?}");
+    }
+    // The count is Redis's: one set of three networks, expiring with the token.
+    let sets = redis.cli(&["--scan", "--pattern", "hlsgate:link:*"]);
+    let set = sets.lines().next().expect("a link set in Redis");
+    assert_eq!(redis.cli(&["SCARD", set]).trim(), "3");
+    let ttl: i64 = redis.cli(&["TTL", set]).trim().parse().unwrap();
+    assert!((500..=700).contains(&ttl), "expires with the 600 s token (+ skew): {ttl}");
+    let refused: u64 = fleet
+        .iter()
+        .map(|server| server.logs().iter().filter(|l| l.contains("reason=shared link")).count() as u64)
+        .sum();
+    assert!(refused >= 1, "refused sharers are logged");
+}

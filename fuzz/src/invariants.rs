@@ -73,7 +73,8 @@ fn check_presented(presented: &Presented, names: &ParamNames, signing: &Signing)
     let keys = [signing.key.clone()];
     let ips = [signing.ip];
     let accept = Accept { paths: &[signing.path], ips: &ips, keys: &keys, skew: 0 };
-    let expected = if genuine { Ok(Valid { expires: presented.expires }) } else { Err(Denial::BadSignature) };
+    let valid = Valid { expires: presented.expires, ip_less: signing.ip.is_none() };
+    let expected = if genuine { Ok(valid) } else { Err(Denial::BadSignature) };
     assert_eq!(token::check(presented, &accept, 0), expected);
     let late = if genuine { Err(Denial::Expired) } else { Err(Denial::BadSignature) };
     assert_eq!(token::check(presented, &accept, presented.expires), late);
@@ -100,7 +101,7 @@ fn check_signed_query(query: &str, names: &ParamNames, signing: &Signing) {
     let keys = [key.clone()];
     let ips = [ip];
     let accept = Accept { paths: &token::covering_paths(path), ips: &ips, keys: &keys, skew: 0 };
-    assert_eq!(token::check(&expected, &accept, expires - 1), Ok(Valid { expires }));
+    assert_eq!(token::check(&expected, &accept, expires - 1), Ok(Valid { expires, ip_less: ip.is_none() }));
     assert_eq!(token::check(&expected, &accept, expires), Err(Denial::Expired));
 }
 
@@ -486,7 +487,8 @@ impl Reader<'_> {
         let ips = [self.issue.ip];
         let accept = Accept { paths: &token::covering_paths(&requested), ips: &ips, keys: &keys, skew: 0 };
         let checked = token::check(&presented, &accept, self.issue.now);
-        assert_eq!(checked, Ok(Valid { expires: self.expires }), "{new_uri:?} sent as {sent:?}");
+        let valid = Valid { expires: self.expires, ip_less: self.issue.ip.is_none() };
+        assert_eq!(checked, Ok(valid), "{new_uri:?} sent as {sent:?}");
     }
 
     /// The path the server reads from the request a player sends for `head` (a reference

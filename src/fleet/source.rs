@@ -16,9 +16,27 @@ use redis::AsyncCommands as _;
 use super::{build_streams, FleetError, Schema, Snapshot, StreamHash};
 use crate::config::{Config, KeySource};
 use crate::keys::{Generation, KeyStore, StreamPolicy};
+use crate::links::Admission;
 
 /// Every Redis call gets this long before the source counts as lost.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A viewer's entry request waits this long for the fleet's link count, then counts locally.
+const LINK_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The leaked-link count, atomically: a network already in the link's set is admitted again;
+/// else it joins while the set has fewer than the limit. The set expires with the token.
+/// KEYS[1] the link's set; ARGV: network, limit, Unix time the token stops opening anything.
+static ADMIT_LINK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+        if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+        redis.call('SADD', KEYS[1], ARGV[1])
+        redis.call('EXPIREAT', KEYS[1], ARGV[3])
+        return 1
+        ",
+    )
+});
 /// How often an instance says which version it holds; its heartbeat lives five times as long.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 const HEARTBEAT_TTL_S: u64 = 5;
@@ -122,6 +140,31 @@ impl Fleet {
     /// A connection for one-off commands (the leaked-link count), while the source is up.
     pub fn commands(&self) -> Option<MultiplexedConnection> {
         lock(&self.commands).clone()
+    }
+
+    /// The fleet-wide leaked-link count (see [`crate::links`]); `None` when the key source
+    /// cannot answer now, and the caller counts on its own.
+    pub async fn admit_link(
+        &self,
+        stream: &str,
+        digest: &[u8; 16],
+        until: u64,
+        network: &str,
+        limit: u8,
+    ) -> Option<Admission> {
+        let mut conn = self.commands()?;
+        let key = self.schema.link(stream, &super::hex(digest));
+        let mut call = ADMIT_LINK.key(key);
+        call.arg(network).arg(limit).arg(until);
+        match tokio::time::timeout(LINK_TIMEOUT, call.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(1)) => Some(Admission::Admitted),
+            Ok(Ok(_)) => Some(Admission::Shared),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "leaked-link count in the key source failed; counting here");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// The Prometheus lines for the key source.

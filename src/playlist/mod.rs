@@ -416,7 +416,7 @@ mod tests {
             let accept = Accept { paths: &[path], ips: &[Some(VIEWER)], keys: &keys, skew: 0 };
             assert_eq!(
                 token::check(&presented, &accept, now),
-                Ok(Valid { expires: class.expires(now) }),
+                Ok(Valid { expires: class.expires(now), ip_less: false }),
                 "{uri} for {path}"
             );
         }

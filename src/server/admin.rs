@@ -22,6 +22,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut text = app.metrics.render();
+    text.push_str(&crate::metrics::render_link_ledger(app.links.evictions()));
     text.push_str(&crate::metrics::render_origins(&app.origins.stats()));
     if let Some(fleet) = &app.fleet {
         text.push_str(&fleet.render_metrics());

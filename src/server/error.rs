@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::client_ip::Unreadable;
+use crate::links::LinkId;
 use crate::metrics::Outcome;
 use crate::playlist::BadBlockingAsk;
 use crate::request_path::BadPath;
@@ -19,6 +20,9 @@ pub enum Refusal {
     Forwarding(Unreadable),
     BadPath(BadPath),
     Token(Denial),
+    /// A genuine IP-less entry link, opened from more networks than `max_ips_per_link`. The id
+    /// (8 hex characters of the digest) is for the log, never the body.
+    SharedLink(LinkId),
     NotFound,
     MethodNotAllowed,
     /// The range does not overlap the file; carries the file's length for `Content-Range`.
@@ -41,7 +45,7 @@ impl Refusal {
             Refusal::Forwarding(_) | Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::Token(Denial::Expired) => StatusCode::GONE,
-            Refusal::Token(_) => StatusCode::FORBIDDEN,
+            Refusal::Token(_) | Refusal::SharedLink(_) => StatusCode::FORBIDDEN,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Refusal::Origin | Refusal::BadPlaylist => StatusCode::BAD_GATEWAY,
@@ -60,7 +64,7 @@ impl Refusal {
             | Refusal::RangeNotSatisfiable(_) => Outcome::BadRequest,
             Refusal::NotFound => Outcome::NotFound,
             Refusal::Token(Denial::Expired) => Outcome::Expired,
-            Refusal::Token(_) => Outcome::Forbidden,
+            Refusal::Token(_) | Refusal::SharedLink(_) => Outcome::Forbidden,
             Refusal::Origin | Refusal::OriginTimeout | Refusal::BadPlaylist | Refusal::BlockingTimeout => {
                 Outcome::OriginError
             }
@@ -73,6 +77,7 @@ impl Refusal {
             Refusal::Forwarding(unreadable) => unreadable.reason(),
             Refusal::BadPath(why) => why.reason(),
             Refusal::Token(denial) => denial.reason(),
+            Refusal::SharedLink(_) => "shared link",
             Refusal::NotFound => "not found",
             Refusal::MethodNotAllowed => "method not allowed",
             Refusal::RangeNotSatisfiable(_) => "range not satisfiable",

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::config::{self, Config};
 use crate::fleet::Fleet;
 use crate::keys::{EntryIp, KeyStore};
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::origin::{self, Origins};
 use crate::playlist::{StickyExpiries, Verdicts};
@@ -40,6 +41,8 @@ const SPARE_FILES: u64 = 64;
 /// What every request handler shares.
 pub struct App {
     pub keys: KeyStore,
+    /// The networks each IP-less entry link was opened from; outlives reloads.
+    pub links: Links,
     pub origins: Origins,
     pub verdicts: Verdicts,
     pub sticky_expiries: StickyExpiries,
@@ -77,6 +80,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     };
     let app = Arc::new(App {
         keys: KeyStore::new(generation),
+        links: fleet.clone().map_or_else(Links::default, Links::shared_by),
         origins: Origins::new(&origin::Settings {
             streams_dir: config.streams_dir.clone(),
             cache_bytes: config.cache_bytes,

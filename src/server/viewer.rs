@@ -62,7 +62,8 @@ async fn handle(app: &App, peer: SocketAddr, req: &Parts) -> Response {
         (Err(unreadable), _) => Err(Refusal::Forwarding(unreadable)),
         (_, Err(bad)) => Err(Refusal::BadPath(bad)),
         (Ok(client), Ok(path)) => {
-            match gate::admit(policy, path, req.uri.query().unwrap_or(""), client, unix_now()) {
+            let query = req.uri.query().unwrap_or("");
+            match gate::admit(policy, &app.links, path, query, client, unix_now()).await {
                 Ok(admitted) => answer(app, admitted, client, req, &generation.public_hosts).await,
                 Err(refusal) => Err(refusal),
             }
@@ -77,6 +78,9 @@ async fn handle(app: &App, peer: SocketAddr, req: &Parts) -> Response {
         }
         Err(refusal) => {
             app.metrics.record(stream, kind, refusal.outcome(), started.elapsed());
+            if let Refusal::SharedLink(_) = refusal {
+                app.metrics.record_shared_link_refusal(stream);
+            }
             log_refusal(app, &refusal, client, req.uri.path(), started);
             refusal.into_response()
         }
@@ -94,11 +98,16 @@ fn log_refusal(app: &App, refusal: &Refusal, client: IpAddr, path: &str, now: In
             "refusal lines suppressed in the last window (one line per client and reason)"
         );
     }
-    match verdict {
-        Verdict::Log => {
-            tracing::info!(client = %client, path = %path, status = refusal.status().as_u16(), reason = %refusal.reason(), "refused")
+    let status = refusal.status().as_u16();
+    match (verdict, refusal) {
+        // Which link was shared, by 8 hex characters of its digest: never the token.
+        (Verdict::Log, Refusal::SharedLink(link)) => {
+            tracing::info!(client = %client, path = %path, status, reason = %refusal.reason(), link = %link, "refused")
         }
-        Verdict::Suppress => app.metrics.record_suppressed_refusal_line(),
+        (Verdict::Log, _) => {
+            tracing::info!(client = %client, path = %path, status, reason = %refusal.reason(), "refused")
+        }
+        (Verdict::Suppress, _) => app.metrics.record_suppressed_refusal_line(),
     }
 }
 
