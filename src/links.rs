@@ -107,11 +107,19 @@ impl Links {
         now: u64,
     ) -> Admission {
         if let Some(fleet) = &self.shared {
+            // A network the fleet admitted here before needs no round trip: a site that links
+            // straight to a media playlist sends its entry token on every reload.
+            if self.local().holds(stream, digest, until, network, now) {
+                return Admission::Admitted;
+            }
             // Redis away: each instance counts on its own until it is back (a leak is then
             // caught per instance, never every viewer refused).
             if let Some(admission) =
                 fleet.admit_link(stream, &digest, until, &network.to_string(), limit).await
             {
+                if admission == Admission::Admitted {
+                    self.local().admit(stream, digest, until, network, limit, now);
+                }
                 return admission;
             }
         }
@@ -219,6 +227,17 @@ impl LocalLedger {
                 Admission::Admitted
             }
         }
+    }
+
+    /// Whether `network` already opened this link, before `until`.
+    pub fn holds(&self, stream: &str, digest: [u8; 16], until: u64, network: Network, now: u64) -> bool {
+        let key = LinkKey { stream: stream_id(stream), digest, until };
+        now < until
+            && self
+                .index
+                .get(&key.fingerprint())
+                .and_then(|&at| self.slots.get(at as usize))
+                .is_some_and(|slot| slot.key == key && slot.networks.contains(&network))
     }
 
     /// Links remembered now (expired ones included, until their slot is reused).
@@ -355,6 +374,17 @@ mod tests {
             assert_eq!(Network::of(ip, v4, v6).to_string(), crate::token::ip_binding(ip, v4, v6), "{text}");
         }
         assert_eq!(std::mem::size_of::<Network>(), 18);
+    }
+
+    #[test]
+    fn holds_only_a_network_that_opened_the_live_link() {
+        let mut ledger = LocalLedger::new(8);
+        assert_eq!(ledger.admit("s", digest(1), 100, net(1), 3, 0), Admission::Admitted);
+        assert!(ledger.holds("s", digest(1), 100, net(1), 50));
+        assert!(!ledger.holds("s", digest(1), 100, net(2), 50), "another network");
+        assert!(!ledger.holds("t", digest(1), 100, net(1), 50), "another stream");
+        assert!(!ledger.holds("s", digest(2), 100, net(1), 50), "another link");
+        assert!(!ledger.holds("s", digest(1), 100, net(1), 100), "expired");
     }
 
     #[test]
