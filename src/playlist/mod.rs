@@ -9,6 +9,7 @@ mod attrs;
 mod live;
 mod ll;
 mod sign;
+mod skeleton;
 mod vars;
 mod vet;
 
@@ -189,17 +190,44 @@ pub fn rewrite_vetted(
 ) -> Result<String, PlaylistError> {
     let text = std::str::from_utf8(text).map_err(|_| PlaylistError::NotUtf8)?;
     let signer = Signer::new(at, issue, uri_ttl(shape, issue));
+    rewrite_with(text, &signer, at).map(|(out, _)| out)
+}
+
+/// [`rewrite_vetted`] for a playlist served as it was vetted: from the skeleton this text and
+/// request path compile to, once (see `skeleton`). The same text as a rewrite, token for token.
+pub fn rewrite_remembered(vetted: &Vetted, at: &Location, issue: &Issue) -> Result<String, PlaylistError> {
+    let ttl = uri_ttl(vetted.shape(), issue);
+    let skeleton = match vetted.skeletons().find(at, issue.names) {
+        Some(skeleton) => skeleton,
+        None => {
+            let text = std::str::from_utf8(vetted.text()).map_err(|_| PlaylistError::NotUtf8)?;
+            match skeleton::compile(text, at, issue, ttl)? {
+                Some(compiled) => {
+                    let compiled = std::sync::Arc::new(compiled);
+                    vetted.skeletons().keep(std::sync::Arc::clone(&compiled));
+                    compiled
+                }
+                None => return rewrite_vetted(vetted.text(), vetted.shape(), at, issue),
+            }
+        }
+    };
+    Ok(skeleton.fill(&sign::Tokens::new(issue, ttl)))
+}
+
+/// The rewrite, line by line, with whatever `signer` does at each URI; and whether the
+/// playlist defined variables (its rewrite then depends on the request's query).
+fn rewrite_with(text: &str, signer: &Signer, at: &Location) -> Result<(String, bool), PlaylistError> {
     let mut variables = Variables::new(at.query);
     let mut out = String::with_capacity(text.len() + text.len() / 2);
     for (index, line) in text.split_inclusive('\n').enumerate() {
         // Each line keeps its own ending, and a missing final newline stays missing.
         let content = line.trim_end_matches(['\r', '\n']);
         let ending = line.get(content.len()..).unwrap_or_default();
-        rewrite_line(content, &signer, &mut variables, &mut out)
+        rewrite_line(content, signer, &mut variables, &mut out)
             .map_err(|reason| PlaylistError::BadAttributes { line: index + 1, reason })?;
         out.push_str(ending);
     }
-    Ok(out)
+    Ok((out, variables.any()))
 }
 
 /// The TTL of every URI in this playlist. A master playlist and a VOD are fetched once per
@@ -1022,6 +1050,38 @@ fileSequence267.mp4
     }
 
     #[test]
+    fn a_skeleton_is_kept_per_spelling_and_skipped_with_variables() {
+        let (key, names) = (key(), ParamNames::default());
+        let verdicts = Verdicts::default();
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART:DURATION=0.5,URI=\"p.0.mp4\"\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p.1.mp4\"\n#EXTINF:4,\nhttp://example.com:8080/demo/a.ts?x=1#t\n";
+        let vetted = verdicts.vet("/demo/i.m3u8", text.as_bytes()).unwrap();
+        for path in ["/demo/i.m3u8", "/demo//i.m3u8", "/demo/i.m3u8"] {
+            let memory = StickyExpiries::default();
+            let issue = Issue { sticky: Some(&memory), ..issue(&key, &names, NOW) };
+            let direct = rewrite(text.as_bytes(), &here(path), &issue).unwrap();
+            let memory = StickyExpiries::default();
+            let issue = Issue { sticky: Some(&memory), ..issue };
+            assert_eq!(rewrite_remembered(&vetted, &here(path), &issue).unwrap(), direct, "{path}");
+        }
+        assert_eq!(vetted.skeletons().find(&here("/demo//i.m3u8"), &names).map(|_| ()), Some(()));
+        // Variables: QUERYPARAM values come from the request, so no skeleton is kept.
+        let defined =
+            "#EXTM3U\n#EXT-X-DEFINE:QUERYPARAM=\"v\"\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\n{$v}.ts\n";
+        let vetted = verdicts.vet("/demo/d.m3u8", defined.as_bytes()).unwrap();
+        for query in ["v=a", "v=b"] {
+            let at = Location { query, ..here("/demo/d.m3u8") };
+            let issue = issue(&key, &names, NOW);
+            assert_eq!(
+                rewrite_remembered(&vetted, &at, &issue).unwrap(),
+                rewrite(defined.as_bytes(), &at, &issue).unwrap(),
+                "{query}"
+            );
+        }
+        assert!(vetted.skeletons().find(&here("/demo/d.m3u8"), &names).is_none());
+    }
+
+    #[test]
     fn segment_ttl_resolves() {
         assert_eq!(SegmentTtl::Auto.resolve(1), 6);
         assert_eq!(SegmentTtl::Auto.resolve(4), 12);
@@ -1104,6 +1164,30 @@ fileSequence267.mp4
                 let out = rewrite(text.as_bytes(), &here("/s/a/index.m3u8"), &issue(&key, &names, NOW));
                 prop_assert!(out.is_ok(), "{:?}", out);
                 prop_assert_eq!(strip_tokens(&out.unwrap_or_default()), text);
+            }
+
+            /// A skeleton filled for a viewer is the rewrite for that viewer, byte for byte,
+            /// whichever request path spelling and LL-HLS sticky memory, on the first call (which
+            /// compiles it) and on the next ones (which fill the kept one).
+            #[test]
+            fn a_skeleton_fills_to_the_rewrite(
+                lines in proptest::collection::vec(line(), 0..16),
+                path in prop_oneof![Just("/s/a/index.m3u8"), Just("/s//a/./index.m3u8"), Just("/s/a/b/../index.m3u8")],
+                now in 1_600_000_000u64..1_900_000_000,
+            ) {
+                let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:4\n{}", lines.join("\n"));
+                let Ok(shape) = vet(text.as_bytes()) else { return Ok(()) };
+                let verdicts = Verdicts::default();
+                let vetted = verdicts.vet(path, text.as_bytes()).unwrap();
+                let (key, names) = (key(), ParamNames::default());
+                let (memory_a, memory_b) = (StickyExpiries::default(), StickyExpiries::default());
+                for (round, now) in [now, now + 1, now + 7].into_iter().enumerate() {
+                    let issue_a = Issue { sticky: Some(&memory_a), ..issue(&key, &names, now) };
+                    let issue_b = Issue { sticky: Some(&memory_b), ..issue(&key, &names, now) };
+                    let direct = rewrite_vetted(text.as_bytes(), shape, &here(path), &issue_a);
+                    let filled = rewrite_remembered(&vetted, &here(path), &issue_b);
+                    prop_assert_eq!(&direct, &filled, "round {}", round);
+                }
             }
         }
     }

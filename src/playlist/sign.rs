@@ -4,6 +4,7 @@
 //! to sign, and writing it back with its token where the player will send it.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use super::vars::{has_reference, Variables};
 use super::{Issue, Location};
@@ -18,6 +19,22 @@ pub(super) struct Signer<'a> {
     stream: String,
     public_hosts: &'a [String],
     origin_bases: &'a [String],
+    issue: &'a Issue<'a>,
+    tokens: Tokens<'a>,
+    /// Compiling a skeleton: where each token goes, instead of the token.
+    record: Option<RefCell<Vec<Slot>>>,
+}
+
+/// Where a skeleton's token goes: at this byte of its text, signed for `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Slot {
+    pub at: usize,
+    pub path: String,
+    pub sticky: bool,
+}
+
+/// Writes the token parameters one viewer's URIs get.
+pub(super) struct Tokens<'a> {
     issue: &'a Issue<'a>,
     ttl: u64,
     expires: u64,
@@ -37,9 +54,19 @@ impl<'a> Signer<'a> {
             public_hosts: at.public_hosts,
             origin_bases: at.origin_bases,
             issue,
-            ttl,
-            expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)),
+            tokens: Tokens::new(issue, ttl),
+            record: None,
         }
+    }
+
+    /// A signer that writes no token but notes where each goes (see `skeleton`).
+    pub(super) fn recording(at: &Location<'a>, issue: &'a Issue<'a>, ttl: u64) -> Self {
+        Signer { record: Some(RefCell::new(Vec::new())), ..Signer::new(at, issue, ttl) }
+    }
+
+    /// The slots a recording signer noted, in the order of the text.
+    pub(super) fn into_slots(self) -> Vec<Slot> {
+        self.record.map(RefCell::into_inner).unwrap_or_default()
     }
 
     /// Appends the URI with its token and returns true, or appends nothing and returns false
@@ -192,11 +219,24 @@ impl<'a> Signer<'a> {
 }
 
 impl Signer<'_> {
+    fn push_token(&self, path: &str, sticky: bool, out: &mut String) {
+        match &self.record {
+            Some(slots) => slots.borrow_mut().push(Slot { at: out.len(), path: path.to_owned(), sticky }),
+            None => self.tokens.push(path, sticky, out),
+        }
+    }
+}
+
+impl<'a> Tokens<'a> {
+    pub(super) fn new(issue: &'a Issue<'a>, ttl: u64) -> Self {
+        Tokens { issue, ttl, expires: token::issue_expiry(issue.now, ttl, token::default_step(ttl)) }
+    }
+
     /// `md5=…&expires=…` for `path`, with the stream's parameter names. A `sticky` URI (an
     /// LL-HLS part or preload hint) keeps the expiry it was first issued with while that still
     /// leaves half its TTL, so the hint a player preloads is the very URI the part then appears
     /// under, rather than one a rounding step later.
-    fn push_token(&self, path: &str, sticky: bool, out: &mut String) {
+    pub(super) fn push(&self, path: &str, sticky: bool, out: &mut String) {
         let names = self.issue.names;
         let expires = match (sticky, self.issue.sticky) {
             (true, Some(memory)) => memory.expires(path, self.expires, self.issue.now, self.ttl),

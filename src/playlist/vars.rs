@@ -24,6 +24,11 @@ impl<'a> Variables<'a> {
         Variables { query, defined: Vec::new() }
     }
 
+    /// Whether any variable is defined: then the rewrite depends on the request's query.
+    pub(super) fn any(&self) -> bool {
+        !self.defined.is_empty()
+    }
+
     /// Reads one `EXT-X-DEFINE` attribute list. A later definition of a name wins, as a later
     /// duplicate is an error the player reports anyway.
     pub(super) fn define(&mut self, list: &'a str) -> Result<(), AttrError> {

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 use m3u8_rs::{MediaPlaylistType, Playlist};
 
 use super::live::LiveLoop;
+use super::skeleton::Skeletons;
 use super::PlaylistError;
 
 /// What a rewrite needs to know about a playlist that passed vetting.
@@ -37,11 +38,20 @@ pub struct Vetted {
     text: Box<[u8]>,
     shape: Shape,
     live: OnceLock<Result<LiveLoop, PlaylistError>>,
+    skeletons: Skeletons,
 }
 
 impl Vetted {
     pub fn shape(&self) -> Shape {
         self.shape
+    }
+
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    pub(super) fn skeletons(&self) -> &Skeletons {
+        &self.skeletons
     }
 
     /// The VOD read as a loop for live simulation, on the first call only.
@@ -113,7 +123,12 @@ impl Verdicts {
                 return Ok(Arc::clone(&seen));
             }
         }
-        let vetted = Arc::new(Vetted { text: text.into(), shape: vet(text)?, live: OnceLock::new() });
+        let vetted = Arc::new(Vetted {
+            text: text.into(),
+            shape: vet(text)?,
+            live: OnceLock::new(),
+            skeletons: Skeletons::default(),
+        });
         if self.by_path.len() >= Self::CAPACITY {
             self.by_path.clear();
         }

@@ -239,13 +239,12 @@ fn playlist_response(
     let policy = &admitted.policy;
     let now_ms = unix_now_ms();
     let vetted = app.verdicts.vet(admitted.path.as_str(), &source).map_err(|e| bad_playlist(admitted, e))?;
-    let looped;
-    let (text, shape): (&[u8], _) = if policy.simulate_live && vetted.shape().is_vod() {
-        let live = vetted.live_loop().map_err(|e| bad_playlist(admitted, e))?;
-        looped = live.window(policy.live_window, now_ms);
-        (looped.as_bytes(), live.shape())
-    } else {
-        (&source, vetted.shape())
+    let looped = match policy.simulate_live && vetted.shape().is_vod() {
+        true => {
+            let live = vetted.live_loop().map_err(|e| bad_playlist(admitted, e))?;
+            Some((live.window(policy.live_window, now_ms), live.shape()))
+        }
+        false => None,
     };
     let binding = policy.issue_binding(client);
     let issue = Issue {
@@ -257,7 +256,12 @@ fn playlist_response(
         segment_ttl: policy.segment_ttl,
         sticky: Some(&app.sticky_expiries),
     };
-    let text = playlist::rewrite_vetted(text, shape, &at, &issue).map_err(|e| bad_playlist(admitted, e))?;
+    let text = match &looped {
+        // The window moves with the clock: rewritten whole, each time.
+        Some((window, shape)) => playlist::rewrite_vetted(window.as_bytes(), *shape, &at, &issue),
+        None => playlist::rewrite_remembered(&vetted, &at, &issue),
+    }
+    .map_err(|e| bad_playlist(admitted, e))?;
     Ok((
         StatusCode::OK,
         [
