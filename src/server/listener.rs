@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -54,16 +54,21 @@ pub fn bind(addr: SocketAddr, field: &str) -> io::Result<TcpListener> {
 
 /// HTTP/1.1 and HTTP/2 with their limits. HTTP/2's rapid-reset defence is hyper's own: a
 /// connection that resets more than a few streams before they are accepted is closed.
-pub fn http(header_read_timeout: Duration) -> Arc<auto::Builder<TokioExecutor>> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
-    http.http2()
-        .timer(TokioTimer::new())
+pub struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+pub fn http(header_read_timeout: Duration) -> Arc<Http> {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(H2_MAX_HEADER_LIST)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    Arc::new(http)
+    Arc::new(Http { h1, h2 })
 }
 
 /// What a port answers with.
@@ -78,7 +83,7 @@ pub enum Service {
 pub struct Port {
     pub listener: TcpListener,
     pub service: Service,
-    pub http: Arc<auto::Builder<TokioExecutor>>,
+    pub http: Arc<Http>,
     /// The certificate for a new connection (re-read on reload), or none for plain HTTP.
     pub tls: Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>,
     /// How long a new connection has to finish its TLS handshake, or to send its first byte.
@@ -235,10 +240,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
     }
 }
 
-async fn serve<I>(port: &Port, io: I, peer: SocketAddr, watcher: Watcher)
+/// Serves the connection with the protocol its first bytes chose: HTTP/2 for the preface (h2c
+/// with prior knowledge, or after ALPN), else HTTP/1.1. Chosen here, once, from the greeting
+/// already read, rather than by a sniffing wrapper that every later read would go through.
+async fn serve<I>(port: &Port, io: Prefixed<I>, peer: SocketAddr, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let h2 = io.first.starts_with(H2_PREFACE);
     let io = TokioIo::new(io);
     let ended = match &port.service {
         Service::Viewer(app) => {
@@ -247,7 +256,10 @@ where
                 let app = Arc::clone(&app);
                 async move { Ok::<_, Infallible>(viewer::serve(app, peer, req).await) }
             });
-            watcher.watch(port.http.serve_connection(io, service)).await
+            match h2 {
+                true => watcher.watch(port.http.h2.serve_connection(io, service)).await,
+                false => watcher.watch(port.http.h1.serve_connection(io, service)).await,
+            }
         }
         Service::Router(router) => {
             let router = router.clone();
@@ -255,7 +267,10 @@ where
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(req)
             });
-            watcher.watch(port.http.serve_connection(io, service)).await
+            match h2 {
+                true => watcher.watch(port.http.h2.serve_connection(io, service)).await,
+                false => watcher.watch(port.http.h1.serve_connection(io, service)).await,
+            }
         }
     };
     if let Err(e) = ended {
