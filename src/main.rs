@@ -124,6 +124,11 @@ enum KeysAction {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Set one policy field of a stream (any `[streams.NAME]` field but `keys`), e.g.
+    /// `set live session_ttl 3600`, `set live origin http://packager:8080/live/`.
+    Set { stream: String, field: String, value: String },
+    /// Remove a policy field: the stream takes `[defaults]`'s value again.
+    Unset { stream: String, field: String },
     /// The streams, their signing keys, and the live instances.
     List,
     /// One stream's policy and keys (IDs and roles; never a key).
@@ -171,6 +176,8 @@ fn keys(redis: Option<String>, prefix: &str, action: KeysAction) -> ExitCode {
             KeysAction::Rotate { stream, secret, grace, timeout } => {
                 admin.rotate(&stream, &secret_arg(secret), grace, Duration::from_secs(timeout), out).await
             }
+            KeysAction::Set { stream, field, value } => admin.set(&stream, &field, &value, out).await,
+            KeysAction::Unset { stream, field } => admin.unset(&stream, &field, out).await,
             KeysAction::List => admin.list(out).await,
             KeysAction::Show { stream } => admin.show(&stream, out).await,
         }

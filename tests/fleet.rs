@@ -69,8 +69,9 @@ fn entry_link(key: &str) -> String {
 
 /// The stream every test starts from: the demo, looped live, IP-less entry links allowed.
 fn seed_demo(redis: &Redis, key: &str) {
+    keys_ok(redis, &["set", "demo", "simulate_live", "true"]);
+    keys_ok(redis, &["set", "demo", "entry_ip", "optional"]);
     keys_ok(redis, &["add", "demo", key]);
-    redis.cli(&["HSET", "hlsgate:stream:demo", "simulate_live", "true", "entry_ip", "optional"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,6 +300,21 @@ fn keys_list_and_show_never_print_a_key() {
     assert!(refused.stderr.contains("signing key"), "{}", refused.stderr);
     let unknown = keys_cmd(&redis, &["show", "nosuch"], Duration::from_secs(30));
     assert!(unknown.stderr.contains("no stream nosuch"), "{}", unknown.stderr);
+    // A policy field is checked as an instance reads it before it is written; key fields are
+    // the key commands' own.
+    let typo = keys_cmd(&redis, &["set", "demo", "session_ttl", "an-hour"], Duration::from_secs(30));
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        typo.stderr.contains("streams.demo.session_ttl") && !typo.stderr.contains("an-hour"),
+        "{}",
+        typo.stderr
+    );
+    let owned = keys_cmd(&redis, &["set", "demo", "signing", "x"], Duration::from_secs(30));
+    assert!(owned.stderr.contains("key commands"), "{}", owned.stderr);
+    keys_ok(&redis, &["set", "demo", "session_ttl", "3600"]);
+    assert!(keys_ok(&redis, &["show", "demo"]).contains("session_ttl = 3600"));
+    keys_ok(&redis, &["unset", "demo", "session_ttl"]);
+    assert!(!keys_ok(&redis, &["show", "demo"]).contains("session_ttl"));
 }
 
 #[test]

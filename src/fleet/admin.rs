@@ -154,6 +154,37 @@ impl Admin {
         Ok(())
     }
 
+    /// Sets one policy field of a stream (a `[streams.NAME]` field but `keys`), checked as an
+    /// instance will read it (under empty `[defaults]`) before it is written.
+    pub async fn set(
+        &mut self,
+        stream: &str,
+        field: &str,
+        value: &str,
+        out: &mut impl Write,
+    ) -> Result<(), FleetError> {
+        check_stream_name(stream)?;
+        check_policy_field(field)?;
+        let mut hash = self.hash(stream).await?;
+        hash.fields.retain(|(name, _)| name != field);
+        hash.fields.push((field.to_string(), value.to_string()));
+        check_fields(stream, &hash.fields)?;
+        within(self.conn.hset::<_, _, _, ()>(self.schema.stream(stream), field, value)).await?;
+        let version = self.announce(stream).await?;
+        say(out, &format!("{stream}: {field} set; version {version}"));
+        Ok(())
+    }
+
+    /// Removes a policy field: the stream takes `[defaults]`'s value again.
+    pub async fn unset(&mut self, stream: &str, field: &str, out: &mut impl Write) -> Result<(), FleetError> {
+        check_stream_name(stream)?;
+        check_policy_field(field)?;
+        within(self.conn.hdel::<_, _, ()>(self.schema.stream(stream), field)).await?;
+        let version = self.announce(stream).await?;
+        say(out, &format!("{stream}: {field} unset; version {version}"));
+        Ok(())
+    }
+
     /// Every stream: its key count and signing key.
     pub async fn list(&mut self, out: &mut impl Write) -> Result<(), FleetError> {
         for key in within(scan(&mut self.conn, &self.schema.streams_pattern())).await? {
@@ -306,6 +337,29 @@ fn key_id(hash: &StreamHash, key: &str) -> Option<String> {
     }
     let id = fingerprint(key);
     hash.keys.contains_key(&id).then_some(id)
+}
+
+/// A field `set` may write: not one the key commands own.
+fn check_policy_field(field: &str) -> Result<(), FleetError> {
+    let owned =
+        field == "keys" || field == "signing" || field.starts_with("key:") || field.starts_with("retire:");
+    match owned {
+        true => {
+            Err(FleetError::Refused(format!("`{field}` belongs to the key commands (add, promote, retire)")))
+        }
+        false => Ok(()),
+    }
+}
+
+/// The fields as an instance will read them, under empty `[defaults]` and a stand-in key: a
+/// typo or a wrong type is refused here, naming the field, rather than logged by every instance.
+fn check_fields(stream: &str, fields: &[(String, String)]) -> Result<(), FleetError> {
+    let config = crate::config::parse("[keys]\nsource = \"redis://check\"\n", std::path::Path::new("/"))
+        .map_err(|e| FleetError::Refused(e.to_string()))?;
+    config
+        .stream_from_fields(stream, vec!["stand-in".into()], fields)
+        .map(|_| ())
+        .map_err(|e| FleetError::Refused(e.to_string()))
 }
 
 fn check_stream_name(stream: &str) -> Result<(), FleetError> {
