@@ -8,7 +8,7 @@ mod gate;
 mod listener;
 mod media;
 mod refusal_log;
-mod shutdown;
+pub mod shutdown;
 mod viewer;
 
 use std::io;
@@ -31,6 +31,7 @@ use crate::origin::{self, Origins};
 use crate::playlist::{StickyExpiries, Verdicts};
 use crate::token;
 use shutdown::{Shutdown, Trigger};
+use tokio::net::TcpListener;
 
 /// Connections the admin port holds at once: a scraper and a few probes.
 const ADMIN_CONNECTIONS: usize = 64;
@@ -59,54 +60,75 @@ pub async fn run(config: Config, config_path: PathBuf) -> io::Result<()> {
     raise_open_file_limit(config.max_connections);
     let viewers = listener::bind(config.listen, "listen")?;
     let admin = listener::bind(config.admin_listen, "admin_listen")?;
-    let viewer_addr = viewers.local_addr()?;
     // Installed before the ready line: until then SIGHUP's default action would kill the
     // process, and scripts reload as soon as they see "ready".
     let signals = Signals::install()?;
-    let (fleet, generation) = match &config.key_source {
-        None => (None, config.generation()),
-        Some(source) => {
-            let (fleet, generation) =
-                Fleet::start(config.clone(), &viewer_addr.to_string()).await.map_err(|e| {
-                    io::Error::other(format!(
-                    "keys.source ({}): cannot read the key source, and there is no cache to start from: {e}",
-                    source.url_for_log()
-                ))
-                })?;
-            let streams = config::stream_names(&generation.streams).join(",");
-            tracing::info!(source = %source.url_for_log(), streams = %streams, "streams and keys read from the key source");
-            (Some(fleet), generation)
-        }
-    };
-    let app = Arc::new(App {
-        keys: KeyStore::new(generation),
-        links: fleet.clone().map_or_else(Links::default, Links::shared_by),
-        origins: Origins::new(&origin::Settings {
-            streams_dir: config.streams_dir.clone(),
-            cache_bytes: config.cache_bytes,
-            connect_timeout: config.origin_connect_timeout,
-            timeout: config.origin_timeout,
-        }),
-        verdicts: Verdicts::default(),
-        sticky_expiries: StickyExpiries::default(),
-        metrics: Metrics::default(),
-        refusal_log: refusal_log::RefusalLog::default(),
-        cors: cors::Cors::new(&config.cors_origins),
-        draining: AtomicBool::new(false),
-        fleet,
-    });
-    if let Some(fleet) = &app.fleet {
-        let (fleet, app) = (Arc::clone(fleet), Arc::clone(&app));
-        tokio::spawn(async move { fleet.run(&app.keys).await });
-    }
-    // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
-    tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, scheme = %scheme, "hlsgate ready");
-    announce_links(&config, viewer_addr);
-
+    let app = App::start(&config, &viewers.local_addr()?.to_string()).await?;
     let (trigger, shutdown) = shutdown::channel();
     let (hurry, hurried) = shutdown::channel();
     tokio::spawn(signals.handle(Arc::clone(&app), config_path, trigger, hurry));
+    serve(viewers, admin, app, &config, shutdown, hurried).await
+}
+
+impl App {
+    /// What every handler shares, for this config: the keys (from the file, or read from the
+    /// key source, whose follower starts here), the origins and their cache, the metrics.
+    pub async fn start(config: &Config, listen: &str) -> io::Result<Arc<App>> {
+        let (fleet, generation) = match &config.key_source {
+            None => (None, config.generation()),
+            Some(source) => {
+                let (fleet, generation) = Fleet::start(config.clone(), listen).await.map_err(|e| {
+                    io::Error::other(format!(
+                        "keys.source ({}): cannot read the key source, and there is no cache to start from: {e}",
+                        source.url_for_log()
+                    ))
+                })?;
+                let streams = config::stream_names(&generation.streams).join(",");
+                tracing::info!(source = %source.url_for_log(), streams = %streams, "streams and keys read from the key source");
+                (Some(fleet), generation)
+            }
+        };
+        let app = Arc::new(App {
+            keys: KeyStore::new(generation),
+            links: fleet.clone().map_or_else(Links::default, Links::shared_by),
+            origins: Origins::new(&origin::Settings {
+                streams_dir: config.streams_dir.clone(),
+                cache_bytes: config.cache_bytes,
+                connect_timeout: config.origin_connect_timeout,
+                timeout: config.origin_timeout,
+            }),
+            verdicts: Verdicts::default(),
+            sticky_expiries: StickyExpiries::default(),
+            metrics: Metrics::default(),
+            refusal_log: refusal_log::RefusalLog::default(),
+            cors: cors::Cors::new(&config.cors_origins),
+            draining: AtomicBool::new(false),
+            fleet,
+        });
+        if let Some(fleet) = &app.fleet {
+            let (fleet, app) = (Arc::clone(fleet), Arc::clone(&app));
+            tokio::spawn(async move { fleet.run(&app.keys).await });
+        }
+        Ok(app)
+    }
+}
+
+/// The server on listeners already bound, until `shutdown`; then the drain, which `hurried` cuts
+/// short. All of `run` but the process's own business (the open-file limit, signals, reloads):
+/// tests start it in-process, like mini-redis's `server::run`.
+pub async fn serve(
+    viewers: TcpListener,
+    admin: TcpListener,
+    app: Arc<App>,
+    config: &Config,
+    shutdown: Shutdown,
+    hurried: Shutdown,
+) -> io::Result<()> {
+    let viewer_addr = viewers.local_addr()?;
+    // Tests and scripts wait for this exact line (with the bound ports, which may be ephemeral).
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(viewers = %viewer_addr, admin = %admin.local_addr()?, scheme = %scheme, "hlsgate ready");
+    announce_links(config, viewer_addr);
 
     let http = listener::http(config.header_read_timeout);
     // The admin port outlives the viewers' drain, so a load balancer sees `/readyz` turn 503

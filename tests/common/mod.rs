@@ -4,7 +4,7 @@
 //! Every test binary includes this with `mod common;` and uses only part of it. The helpers
 //! of the larger suites are modules of their own: `clients.rs` (hostile requests, many
 //! clients), `origin.rs` (nginx and scripted origins), `edge.rs` (TLS, HTTP/2, LL-HLS), `fleet.rs`
-//! (redis-server and `hlsgate keys`).
+//! (redis-server and `hlsgate keys`), `inproc.rs` (the server in the test's own process).
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -23,6 +23,7 @@ use tokio::net::TcpSocket;
 mod clients;
 mod edge;
 mod fleet;
+mod inproc;
 mod origin;
 // Each test binary uses only part of the harness, as with `dead_code` above.
 #[allow(unused_imports)]
@@ -31,6 +32,8 @@ pub use clients::*;
 pub use edge::*;
 #[allow(unused_imports)]
 pub use fleet::*;
+#[allow(unused_imports)]
+pub use inproc::*;
 #[allow(unused_imports)]
 pub use origin::*;
 
@@ -1011,7 +1014,7 @@ pub fn config_text(streams_dir: &Path, top: &str, streams: &str) -> String {
     )
 }
 
-pub async fn get(server: &Server, target: &str, from: &str) -> Response {
+pub async fn get(server: &(impl Serving + ?Sized), target: &str, from: &str) -> Response {
     Request::get(server.viewer_addr(), target).from(from).send().await
 }
 

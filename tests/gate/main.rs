@@ -198,7 +198,7 @@ fn strip_tokens(text: &str, names: &ParamNames) -> String {
 
 /// Everything a rewritten playlist must satisfy for one viewer; returns its signed URIs.
 struct Rewritten<'a> {
-    server: &'a Server,
+    server: &'a dyn Serving,
     key: &'a str,
     names: ParamNames,
     viewer: &'a str,

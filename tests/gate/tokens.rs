@@ -1,4 +1,5 @@
 //! Token rules: missing, malformed, wrong key, expiry, skew, bindings, directory tokens, parameter names.
+//! In-process (`InProcess`): these rules need HTTP only, not the process around the server.
 
 use super::*;
 
@@ -27,7 +28,7 @@ keys = ["key-custom"]
 token_params = ["st", "e"]
 "#;
 
-fn token_setup() -> Server {
+async fn token_setup() -> InProcess {
     let setup = Setup::new("tokens");
     for stream in ["s", "req", "pfx", "skew0", "skew60", "custom"] {
         setup.file(&format!("{stream}/a.ts"), pattern(1000, 1));
@@ -35,12 +36,12 @@ fn token_setup() -> Server {
     setup.file("s/dir/a.ts", "dir-a").file("s/dir/sub/b.ts", "dir-sub-b");
     setup.file("pfx/index.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXT-X-ENDLIST\n");
     setup.file("custom/index.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXT-X-ENDLIST\n");
-    setup.start("", TOKEN_STREAMS)
+    setup.start_in_process("", TOKEN_STREAMS).await
 }
 
 #[tokio::test]
 async fn missing_malformed_and_wrong_key_tokens_are_403_with_a_short_reason() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     let good = sign(exp, "/s/a.ts", Some(VIEWER), &Key::new("key-new"));
     let cases = [
@@ -71,7 +72,7 @@ async fn missing_malformed_and_wrong_key_tokens_are_403_with_a_short_reason() {
 
 #[tokio::test]
 async fn expired_token_is_410_with_a_short_reason() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() - 120;
     let target = url("/s/a.ts", "key-new", Some(VIEWER), exp);
     let resp = get(&server, &target, VIEWER).await;
@@ -86,7 +87,7 @@ async fn expired_token_is_410_with_a_short_reason() {
 
 #[tokio::test]
 async fn every_key_verifies_and_tokens_bind_to_the_address() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     for key in ["key-new", "key-old"] {
         let resp = get(&server, &url("/s/a.ts", key, Some(VIEWER), exp), VIEWER).await;
@@ -101,7 +102,7 @@ async fn every_key_verifies_and_tokens_bind_to_the_address() {
 
 #[tokio::test]
 async fn ip_less_tokens_only_where_entry_ip_is_optional() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     assert_eq!(get(&server, &url("/s/a.ts", "key-new", None, exp), VIEWER).await.status, 200);
     assert_eq!(get(&server, &url("/s/a.ts", "key-new", None, exp), OTHER).await.status, 200);
@@ -112,7 +113,7 @@ async fn ip_less_tokens_only_where_entry_ip_is_optional() {
 
 #[tokio::test]
 async fn prefix_binding_lets_a_neighbour_in_the_network_use_issued_tokens() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     // A link bound to the /24 works from any address in it, and only there.
     let net = url("/pfx/a.ts", "key-pfx", Some("127.0.0.0/24"), exp);
@@ -174,7 +175,7 @@ async fn ipv6_viewers_are_bound_in_rfc5952_text_and_by_prefix() {
 
 #[tokio::test]
 async fn skew_is_tolerance_after_expiry() {
-    let server = token_setup();
+    let server = token_setup().await;
     // Margins of 30 s either side: no clock tick can flip these.
     let past = now() - 30;
     let future = now() + 30;
@@ -189,7 +190,7 @@ async fn skew_is_tolerance_after_expiry() {
 
 #[tokio::test]
 async fn directory_tokens_open_direct_children_only() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     let token = sign(exp, "/s/dir/", Some(VIEWER), &Key::new("key-new"));
     let query = format!("md5={token}&expires={exp}");
@@ -205,7 +206,7 @@ async fn directory_tokens_open_direct_children_only() {
 
 #[tokio::test]
 async fn custom_token_parameter_names() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     let names = ParamNames { token: "st".into(), expires: "e".into() };
     let token = sign(exp, "/custom/a.ts", Some(VIEWER), &Key::new("key-custom"));
@@ -226,7 +227,7 @@ async fn custom_token_parameter_names() {
 
 #[tokio::test]
 async fn missing_files_and_unknown_streams() {
-    let server = token_setup();
+    let server = token_setup().await;
     let exp = now() + 300;
     let resp = get(&server, &url("/s/nope.ts", "key-new", Some(VIEWER), exp), VIEWER).await;
     assert_eq!(resp.status, 404, "a valid token may learn the file is missing");
