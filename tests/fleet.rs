@@ -24,16 +24,6 @@ fn resolve(base: &str, uri: &str) -> String {
     format!("{dir}/{uri}")
 }
 
-/// The URIs of a playlist (its non-tag lines).
-fn uris(playlist: &str) -> Vec<String> {
-    playlist
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
-}
-
 /// One viewer's walk, each step on the next instance: the entry (master) playlist, its first
 /// variant, that variant's first and last segment. Every (target, status) on the way.
 async fn walk(instances: &[SocketAddr], first: usize, viewer: &str, entry: &str) -> Vec<(String, u16)> {
@@ -41,10 +31,10 @@ async fn walk(instances: &[SocketAddr], first: usize, viewer: &str, entry: &str)
     let mut seen = Vec::new();
     let master = Request::get(on(0), entry).from(viewer).send().await;
     seen.push((entry.to_string(), master.status));
-    let Some(variant) = uris(&master.text()).first().map(|uri| resolve(entry, uri)) else { return seen };
+    let Some(variant) = uri_lines(&master.text()).first().map(|uri| resolve(entry, uri)) else { return seen };
     let media = Request::get(on(1), &variant).from(viewer).send().await;
     seen.push((variant.clone(), media.status));
-    let segments = uris(&media.text());
+    let segments = uri_lines(&media.text());
     for segment in [segments.first(), segments.last()].into_iter().flatten() {
         let target = resolve(&variant, segment);
         let response = Request::get(on(2), &target).from(viewer).send().await;
