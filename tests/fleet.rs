@@ -392,3 +392,34 @@ async fn a_leaked_link_is_counted_across_the_fleet() {
         .sum();
     assert!(refused >= 1, "refused sharers are logged");
 }
+
+#[tokio::test]
+async fn rediss_is_verified_and_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let redis = Redis::start_tls();
+    seed_demo(&redis, K1);
+    let cert = redis.certificate().unwrap().to_owned();
+    // Without being told to trust it, the certificate is refused.
+    let untrusted = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hlsgate")).args([
+            "keys",
+            "--redis",
+            &redis.url(),
+            "list",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(untrusted.stderr.contains("certificate"), "{}", untrusted.stderr);
+    let server = Server::start_in(
+        TempDir::new("fleet"),
+        &fleet_config("127.0.0.1", &redis, "", ""),
+        &[("SSL_CERT_FILE", cert.to_str().unwrap())],
+    );
+    assert_eq!(Request::get(server.viewer_addr(), &entry_link(K1)).send().await.status, 200);
+    keys_ok(&redis, &["add", "demo", K2]);
+    let follows = eventually(Duration::from_secs(20), async || {
+        Request::get(server.viewer_addr(), &entry_link(K2)).send().await.status == 200
+    })
+    .await;
+    assert!(follows, "a change over rediss:// never arrived");
+}

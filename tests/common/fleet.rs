@@ -9,30 +9,58 @@ pub struct Redis {
     process: Option<Bounded>,
     pub port: u16,
     dir: TempDir,
+    /// TLS only (`rediss://`), with this certificate.
+    tls: Option<TestCert>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    /// Speaking TLS only, with a certificate for 127.0.0.1 (self-signed, CA:FALSE: a client
+    /// trusts it only when told to, e.g. by `SSL_CERT_FILE`), kept in the data dir.
+    pub fn start_tls() -> Redis {
         let dir = TempDir::new("redis");
-        let mut redis = Redis { process: None, port: free_port(), dir };
+        let cert = make_cert(&dir.join("tls"), "redis", "127.0.0.1", 0xA1B2, KeyKind::EcP256);
+        let mut redis = Redis { process: None, port: free_port(), dir, tls: Some(cert) };
         redis.restart();
         redis
     }
 
-    /// `redis://127.0.0.1:PORT/0`
+    fn start_with(tls: Option<TestCert>) -> Redis {
+        let dir = TempDir::new("redis");
+        let mut redis = Redis { process: None, port: free_port(), dir, tls };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The certificate a TLS Redis presents.
+    pub fn certificate(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.cert.as_path())
     }
 
     /// Starts it (again) on the same port and data.
     pub fn restart(&mut self) {
         assert!(self.process.is_none(), "redis-server already running");
-        let process = Bounded::spawn(
-            Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-                .arg(self.dir.path()),
-        );
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key),
+        };
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+        let process = Bounded::spawn(command.arg("--dir").arg(self.dir.path()));
         assert!(
             wait_for_port(self.port, Duration::from_secs(20)),
             "redis-server did not listen on {} within 20 s:\n{}",
@@ -51,21 +79,26 @@ impl Redis {
 
     /// `redis-cli` against this server; panics unless it succeeds. Its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let done = run_bounded(
-            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args),
-            Duration::from_secs(20),
-        );
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.cert);
+        }
+        let done = run_bounded(command.args(args), Duration::from_secs(20));
         assert!(done.status.success(), "redis-cli {args:?}: {}", done.stderr);
         done.stdout
     }
 }
 
-/// `hlsgate keys --redis URL ARGS…` within `limit`; its exit status and output.
+/// `hlsgate keys --redis URL ARGS…` within `limit`; its exit status and output. With a TLS
+/// Redis, its certificate is trusted through `SSL_CERT_FILE`, as an operator with a private CA
+/// would.
 pub fn keys_cmd(redis: &Redis, args: &[&str], limit: Duration) -> Finished {
-    run_bounded(
-        Command::new(env!("CARGO_BIN_EXE_hlsgate")).args(["keys", "--redis", &redis.url()]).args(args),
-        limit,
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hlsgate"));
+    if let Some(cert) = redis.certificate() {
+        command.env("SSL_CERT_FILE", cert);
+    }
+    run_bounded(command.args(["keys", "--redis", &redis.url()]).args(args), limit)
 }
 
 /// As [`keys_cmd`], failing the test unless it exits 0.
