@@ -461,11 +461,12 @@ impl Config {
 
 /// A hash field's text as a TOML value (`3600`, `true`, `["a", "b"]`), else as a string.
 fn toml_value(text: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {text}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .filter(|_| !text.contains('\n'))
-        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+    // A newline could smuggle a second key into the one-line document below.
+    let parsed = match text.contains('\n') {
+        true => None,
+        false => toml::from_str::<toml::Table>(&format!("v = {text}")).ok().and_then(|mut t| t.remove("v")),
+    };
+    parsed.unwrap_or_else(|| toml::Value::String(text.to_string()))
 }
 
 fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {

@@ -23,12 +23,13 @@
 //! * [`fleet`]: keys and policies shared by a fleet through Redis (`[keys] source`): the
 //!   schema, an instance's sync loop, and `hlsgate keys …` (coordinated rotation).
 //! * [`config`]: the TOML schema and its validation; [`tls`]: the viewer port's certificate;
-//!   [`metrics`]: Prometheus counters.
+//!   [`metrics`]: Prometheus counters; [`clock`]: Unix time, read in one place.
 //!
 //! The pure modules (`token`, `client_ip`, `request_path`, `playlist`, `config`, `keys`) know
 //! nothing of `server` or `origin`.
 
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod fleet;
 pub mod keys;

@@ -7,11 +7,12 @@ use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
+use hlsgate::clock::unix_now;
 use hlsgate::fleet::admin::Admin;
 use hlsgate::token::{self, Accept, Key, ParamNames};
 use hlsgate::{config, request_path, server};
@@ -310,8 +311,4 @@ fn split_url(url: &str) -> (&str, &str) {
 
 fn usage_error(message: &str) -> ! {
     Cli::command().error(ErrorKind::InvalidValue, message).exit()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

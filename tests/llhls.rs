@@ -509,44 +509,12 @@ fn the_packager_writes_valid_ll_hls() {
     // A whole segment decodes with the init section: 48 frames.
     let p = packager.playlist();
     let segment = p.segments.last().unwrap();
-    let joined = dir.join("segment.mp4");
-    let mut bytes = std::fs::read(out.join("init.mp4")).unwrap();
-    bytes.extend(std::fs::read(out.join(&segment.uri)).unwrap());
-    std::fs::write(&joined, bytes).unwrap();
-    let probe = run_bounded(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-count_frames",
-                "-show_entries",
-                "stream=codec_name,width,height,nb_read_frames",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(&joined),
-        Duration::from_secs(20),
-    );
+    let probe = probe_with_init(&out, &segment.uri, &dir.join("segment.mp4"));
     assert_eq!(probe.stdout.trim(), "h264,320,180,48", "{}", probe.stderr);
 
     // A part alone decodes (with the init section): 8 frames of 320x180 H.264.
     let part = &segment.parts[2];
-    let joined = dir.join("part.mp4");
-    let mut bytes = std::fs::read(out.join("init.mp4")).unwrap();
-    bytes.extend(std::fs::read(out.join(&part.uri)).unwrap());
-    std::fs::write(&joined, bytes).unwrap();
-    let probe = run_bounded(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-count_frames",
-                "-show_entries",
-                "stream=codec_name,width,height,nb_read_frames",
-            ])
-            .args(["-of", "csv=p=0"])
-            .arg(&joined),
-        Duration::from_secs(20),
-    );
+    let probe = probe_with_init(&out, &part.uri, &dir.join("part.mp4"));
     assert_eq!(probe.stdout.trim(), "h264,320,180,8", "{}", probe.stderr);
     packager.stop();
 }
@@ -1152,4 +1120,20 @@ fn sigterm_does_not_cut_a_held_request() {
     let answer = answer.unwrap_or_else(|e| panic!("the held request was cut by SIGTERM: {e}"));
     assert!(matches!(answer.status, 200 | 503), "{} {}", answer.status, answer.text());
     assert!(status.success(), "exit {status}");
+}
+
+/// ffprobe's codec, size and decoded frame count of `media` (a segment or part in `out`) joined
+/// to the packager's init section at `joined`.
+fn probe_with_init(out: &std::path::Path, media: &str, joined: &std::path::Path) -> Finished {
+    let mut bytes = std::fs::read(out.join("init.mp4")).unwrap();
+    bytes.extend(std::fs::read(out.join(media)).unwrap());
+    std::fs::write(joined, bytes).unwrap();
+    run_bounded(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames"])
+            .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames"])
+            .args(["-of", "csv=p=0"])
+            .arg(joined),
+        Duration::from_secs(20),
+    )
 }

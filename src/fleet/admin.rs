@@ -4,13 +4,14 @@
 //! grace period after the last instance stopped signing with it.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands as _;
 
 use super::source::{scan, within};
 use super::{fingerprint, FleetError, Schema, StreamHash};
+use crate::clock::unix_now;
 use crate::config::is_stream_name;
 
 /// How often a waiting command looks at the heartbeats.
@@ -76,9 +77,7 @@ impl Admin {
         timeout: Duration,
         out: &mut impl Write,
     ) -> Result<(), FleetError> {
-        let hash = self.existing(stream).await?;
-        let id =
-            key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
+        let (hash, id) = self.existing_key(stream, key).await?;
         if hash.retire.contains_key(&id) {
             return Err(FleetError::Refused(format!(
                 "{stream}: key {id} is retiring; add a new key instead"
@@ -101,18 +100,13 @@ impl Admin {
         grace: Option<u64>,
         out: &mut impl Write,
     ) -> Result<(), FleetError> {
-        let hash = self.existing(stream).await?;
-        let id =
-            key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
+        let (hash, id) = self.existing_key(stream, key).await?;
         if hash.signing.as_deref() == Some(id.as_str()) {
             return Err(FleetError::Refused(format!(
                 "{stream}: key {id} is the signing key; promote another first (or use rotate)"
             )));
         }
-        let grace = match grace {
-            Some(grace) => grace,
-            None => self.default_grace().await?,
-        };
+        let grace = self.grace_or_default(grace).await?;
         let at = unix_now() + grace;
         within(self.conn.hset::<_, _, _, ()>(self.schema.stream(stream), format!("retire:{id}"), at)).await?;
         self.forget_retired(stream, &hash).await?;
@@ -135,10 +129,7 @@ impl Admin {
         let stamp = |out: &mut dyn Write, what: &str| {
             let _ = writeln!(out, "[{:6.2} s] {what}", started.elapsed().as_secs_f64());
         };
-        let grace = match grace {
-            Some(grace) => grace,
-            None => self.default_grace().await?,
-        };
+        let grace = self.grace_or_default(grace).await?;
         let id = self.add(stream, secret, out).await?;
         stamp(out, "added; waiting for every instance to verify with it");
         self.promote(stream, &id, timeout, out).await?;
@@ -288,7 +279,11 @@ impl Admin {
         }
     }
 
-    async fn default_grace(&mut self) -> Result<u64, FleetError> {
+    /// `grace`, or the longest any live instance reports.
+    async fn grace_or_default(&mut self, grace: Option<u64>) -> Result<u64, FleetError> {
+        if let Some(grace) = grace {
+            return Ok(grace);
+        }
         self.instances().await?.iter().map(|i| i.grace).max().filter(|g| *g > 0).ok_or_else(|| {
             FleetError::Refused("no live instance reports its session length: give --grace SECONDS".into())
         })
@@ -318,6 +313,14 @@ impl Admin {
         let fields: Vec<(String, String)> = within(self.conn.hgetall(self.schema.stream(stream))).await?;
         StreamHash::from_fields(fields)
             .map_err(|e| FleetError::Refused(format!("streams.{stream}.{}: {}", e.field, e.problem)))
+    }
+
+    /// An existing stream and one of its keys, named by ID or given as the secret.
+    async fn existing_key(&mut self, stream: &str, key: &str) -> Result<(StreamHash, String), FleetError> {
+        let hash = self.existing(stream).await?;
+        let id =
+            key_id(&hash, key).ok_or_else(|| FleetError::Refused(format!("{stream} has no key {key}")))?;
+        Ok((hash, id))
     }
 
     async fn existing(&mut self, stream: &str) -> Result<StreamHash, FleetError> {
@@ -372,8 +375,4 @@ fn check_stream_name(stream: &str) -> Result<(), FleetError> {
 
 fn say(out: &mut impl Write, line: &str) {
     let _ = writeln!(out, "{line}");
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

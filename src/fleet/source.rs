@@ -14,6 +14,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands as _;
 
 use super::{build_streams, FleetError, Schema, Snapshot, StreamHash};
+use crate::clock::{unix_now, unix_now_ms};
 use crate::config::{Config, KeySource};
 use crate::keys::{Generation, KeyStore, StreamPolicy};
 use crate::links::Admission;
@@ -356,12 +357,4 @@ fn instance_name() -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn unix_now() -> u64 {
-    unix_now_ms() / 1000
 }

@@ -3,7 +3,7 @@
 //! record that moves requests to the next URL when one fails and back when it answers again.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::flight::Head;
 use super::OriginError;
+use crate::clock::unix_now_ms;
 use crate::keys::OriginSpec;
 
 /// Path characters sent as they are; everything else is escaped again (the gate decoded it).
@@ -175,7 +176,7 @@ impl Upstreams {
     /// The URLs in the order to try them: those not backing off, in configured order, then the
     /// rest (better a URL that failed a moment ago than no answer).
     fn preference<'a>(&self, bases: &'a [String]) -> Vec<&'a String> {
-        let now = unix_ms();
+        let now = unix_now_ms();
         let down = |base: &String| {
             self.health.get(base).is_some_and(|h| h.down_until_ms.load(Ordering::Relaxed) > now)
         };
@@ -199,7 +200,9 @@ impl Upstreams {
         let health = self.health.entry(base.to_owned()).or_default();
         let failures = health.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let backoff = BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(5)).min(BACKOFF_CAP);
-        health.down_until_ms.store(unix_ms().saturating_add(backoff.as_millis() as u64), Ordering::Relaxed);
+        health
+            .down_until_ms
+            .store(unix_now_ms().saturating_add(backoff.as_millis() as u64), Ordering::Relaxed);
         if failures == 1 {
             tracing::warn!(origin = %base, error = %e, retry_after_s = backoff.as_secs(), "origin failed; trying the next one");
         }
@@ -246,10 +249,6 @@ fn max_age(cache_control: &str) -> Option<Duration> {
             .eq_ignore_ascii_case("max-age")
             .then(|| value.trim().parse().ok().map(Duration::from_secs))?
     })
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

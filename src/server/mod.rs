@@ -287,7 +287,7 @@ fn announce_links(config: &Config, viewer_addr: SocketAddr) {
         }
         _ => viewer_addr,
     };
-    let expires = token::issue_expiry(crate::server::viewer::unix_now(), 3600, 60);
+    let expires = token::issue_expiry(crate::clock::unix_now(), 3600, 60);
     for (name, policy) in &config.streams {
         if let Some(origin) = &policy.origin {
             // Its playlists are on another machine; which one a viewer starts from is the site's.

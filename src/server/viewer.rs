@@ -20,6 +20,7 @@ use super::media::{self, RangeAsk};
 use super::refusal_log::{self, Verdict};
 use super::App;
 use crate::client_ip::client_ip;
+use crate::clock::{unix_now, unix_now_ms};
 use crate::keys::{Generation, StreamPolicy};
 use crate::metrics::{Kind, Outcome};
 use crate::origin::{self, Fetched, OriginError};
@@ -378,14 +379,6 @@ fn strip_body_for_head(method: &Method, response: Response) -> Response {
     }
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Body::empty())
-}
-
-pub fn unix_now() -> u64 {
-    unix_now_ms() / 1000
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
